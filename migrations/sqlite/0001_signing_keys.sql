@@ -1,0 +1,22 @@
+-- Signing keys: public half in the clear, private half sealed (AES-256-GCM).
+CREATE TABLE signing_keys (
+    generation   BIGINT NOT NULL PRIMARY KEY, -- one key per rotation slot
+    kid          TEXT   NOT NULL UNIQUE,
+    published_at BIGINT NOT NULL,             -- Unix seconds
+    activates_at BIGINT NOT NULL,
+    retires_at   BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    n            TEXT   NOT NULL,             -- public modulus, base64url
+    e            TEXT   NOT NULL,             -- public exponent, base64url
+    kek_id       TEXT   NOT NULL,             -- which key-encryption key sealed it
+    nonce        BLOB   NOT NULL,
+    sealed_key   BLOB   NOT NULL              -- PKCS#8 DER, sealed, kid as AAD
+);
+
+-- Rotations write this row first, taking SQLite's write lock before they read,
+-- so two processes sharing the file never plan the same slot.
+CREATE TABLE rotation_lock (
+    id        INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    locked_at BIGINT  NOT NULL
+);
+INSERT INTO rotation_lock (id, locked_at) VALUES (1, 0);

@@ -1,0 +1,319 @@
+//! Configuration: one clap struct whose doc comments are `--help`. Every
+//! setting is a flag with a `JWKS_*` environment variable and a default.
+//! Secrets (KEKs, a store URL's password) have types that will not print them.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::keys::policy::Policy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jwks-server",
+    version,
+    about = "Owns RSA signing keys, publishes them as a JWKS and issues RS256 JWTs over REST and gRPC.",
+    long_about = None,
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (what happens with no subcommand).
+    Serve,
+    /// Inspect and manage the keys in the store; safe while servers are running.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List every key with its state and times.
+    List,
+    /// Create the next key now. It is published at once and signs after
+    /// --publish-ahead; running servers pick it up within --reload-every.
+    Rotate,
+    /// Re-seal every key under the first configured KEK (after adding a new one).
+    Reseal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the server and its subcommands.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// REST listen address.
+    #[arg(
+        long,
+        env = "JWKS_HTTP_ADDR",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub http_addr: SocketAddr,
+
+    /// gRPC listen address.
+    #[arg(
+        long,
+        env = "JWKS_GRPC_ADDR",
+        default_value = "0.0.0.0:50051",
+        global = true
+    )]
+    pub grpc_addr: SocketAddr,
+
+    /// Key store URL: sqlite://PATH (embedded, the default) or
+    /// postgres://USER:PASSWORD@HOST/DB (shared by replicas).
+    #[arg(
+        long,
+        env = "JWKS_STORE",
+        default_value = "sqlite://jwks.db",
+        global = true
+    )]
+    pub store: StoreUrl,
+
+    /// The `iss` claim of issued tokens.
+    #[arg(
+        long,
+        env = "JWKS_ISSUER",
+        default_value = "http://localhost:8080",
+        global = true
+    )]
+    pub issuer: String,
+
+    /// Default and maximum token lifetime.
+    #[arg(long, env = "JWKS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration, global = true)]
+    pub token_ttl: Duration,
+
+    /// How long each key signs before the next one takes over.
+    #[arg(long, env = "JWKS_ROTATE_EVERY", default_value = "30m", value_parser = parse_duration, global = true)]
+    pub rotate_every: Duration,
+
+    /// How long verifiers may cache the JWKS (Cache-Control max-age).
+    #[arg(long, env = "JWKS_JWKS_MAX_AGE", default_value = "10m", value_parser = parse_duration, global = true)]
+    pub jwks_max_age: Duration,
+
+    /// How often to reload keys from the store (replicas see each other's
+    /// rotations within this).
+    #[arg(long, env = "JWKS_RELOAD_EVERY", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub reload_every: Duration,
+
+    /// Clock difference tolerated between this service and verifiers.
+    #[arg(long, env = "JWKS_CLOCK_SKEW", default_value = "5m", value_parser = parse_duration, global = true)]
+    pub clock_skew: Duration,
+
+    /// How long before it signs a new key is published [default and minimum:
+    /// jwks-max-age + reload-every].
+    #[arg(long, env = "JWKS_PUBLISH_AHEAD", value_parser = parse_duration, global = true)]
+    pub publish_ahead: Option<Duration>,
+
+    /// How long a key stays published after it stops signing [default and
+    /// minimum: token-ttl + jwks-max-age + clock-skew].
+    #[arg(long, env = "JWKS_RETAIN_AFTER", value_parser = parse_duration, global = true)]
+    pub retain_after: Option<Duration>,
+
+    /// How many expired keys to keep for `expired=true` tokens.
+    #[arg(long, env = "JWKS_KEEP_EXPIRED", default_value_t = 3, global = true)]
+    pub keep_expired: usize,
+
+    /// Key-encryption keys: base64 of 32 bytes, comma-separated. The first seals
+    /// new keys; all open existing ones. Prefer the environment variable or
+    /// --kek-file over the flag (flags show up in `ps`).
+    #[arg(
+        long,
+        env = "JWKS_KEK",
+        hide_env_values = true,
+        value_delimiter = ',',
+        global = true
+    )]
+    pub kek: Vec<Secret>,
+
+    /// File of key-encryption keys, one base64 KEK per line (first seals). With
+    /// neither this nor JWKS_KEK, a SQLite store gets a generated KEK file
+    /// beside it (PATH.kek, mode 0600).
+    #[arg(long, env = "JWKS_KEK_FILE", global = true)]
+    pub kek_file: Option<PathBuf>,
+
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "JWKS_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "JWKS_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, as if no flag or variable were set (for tests and tools).
+    pub fn defaults() -> Self {
+        Cli::parse_from(["jwks-server"]).config
+    }
+
+    /// The key-lifecycle policy these settings describe (not yet validated).
+    pub fn policy(&self) -> Policy {
+        let mut policy = Policy::new(
+            self.token_ttl,
+            self.rotate_every,
+            self.jwks_max_age,
+            self.reload_every,
+            self.clock_skew,
+        );
+        if let Some(ahead) = self.publish_ahead {
+            policy.publish_ahead = ahead;
+        }
+        if let Some(after) = self.retain_after {
+            policy.retain_after = after;
+        }
+        policy.keep_expired = self.keep_expired;
+        policy
+    }
+}
+
+/// Parses `90s`, `5m`, `1h`, `1h 30m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("expected a duration like 90s, 5m or 1h, got {text:?}"))
+}
+
+/// A secret string: prints as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Which store, and where. Prints without a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite { url: String, path: PathBuf },
+    Postgres(Secret),
+}
+
+impl StoreUrl {
+    pub fn connection_string(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } => url,
+            Self::Postgres(secret) => secret.expose(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite { url, .. } => f.write_str(url),
+            Self::Postgres(secret) => f.write_str(&crate::store::redact(secret.expose())),
+        }
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err("a sqlite store needs a file path, e.g. sqlite://jwks.db".to_owned());
+            }
+            Ok(Self::Sqlite {
+                url: s.to_owned(),
+                path: PathBuf::from(path),
+            })
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self::Postgres(Secret(s.to_owned())))
+        } else {
+            Err("unknown store scheme: use sqlite://PATH or postgres://USER@HOST/DB".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_make_a_valid_policy_with_hour_long_keys() {
+        let policy = Config::defaults().policy();
+        assert_eq!(policy.validate(), Ok(()));
+        assert_eq!(policy.key_lifetime(), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn store_urls_are_checked_and_printed_without_passwords() {
+        let pg: StoreUrl = "postgres://app:pw@db/keys".parse().unwrap();
+        assert_eq!(pg.to_string(), "postgres://app:***@db/keys");
+        assert_eq!(format!("{pg:?}"), "postgres://app:***@db/keys");
+        assert!("mysql://x".parse::<StoreUrl>().is_err());
+        let StoreUrl::Sqlite { path, .. } = "sqlite:///tmp/k.db?mode=rwc".parse().unwrap() else {
+            panic!("expected sqlite");
+        };
+        assert_eq!(path, PathBuf::from("/tmp/k.db"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let cli = Cli::parse_from(["jwks-server", "--kek", "c2VjcmV0"]);
+        assert!(!format!("{cli:?}").contains("c2VjcmV0"));
+    }
+}

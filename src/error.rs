@@ -1,0 +1,65 @@
+//! The one domain error. Transports map it exhaustively (no catch-all arm) to
+//! HTTP statuses in `transport/http.rs` and gRPC codes in `transport/grpc.rs`,
+//! so a new variant does not compile until both have decided what it means.
+//! Nothing here knows axum or tonic.
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent a value the service cannot accept.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// No key is in its signing window (for example, the store has been
+    /// unreachable for longer than a key signs).
+    #[error("no signing key is active")]
+    NoSigningKey,
+    /// No expired key is held, so `expired=true` cannot be honoured.
+    #[error("no expired key is available to sign an expired token")]
+    NoExpiredKey,
+    /// A fault on our side. Clients are told only "internal"; the cause is logged.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, reason: impl fmt::Display) -> Self {
+        Self::InvalidArgument {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn internal(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(cause))
+    }
+
+    /// A short, stable, machine-readable code (the `error` member of REST bodies).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { .. } => "invalid_request",
+            Self::NoSigningKey | Self::NoExpiredKey => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client is told. Internal causes are logged, never sent.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The full cause chain, for the log line at the edge.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}

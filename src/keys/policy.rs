@@ -1,0 +1,434 @@
+//! The rotation policy: a pure function of (keys, now, settings) that says which
+//! keys to create and which expired keys to forget.
+//!
+//! Two rules keep every verifier working through rotations:
+//! 1. A new key is published at least `jwks_max_age + reload_every` before it
+//!    signs, so by the time a token carries its `kid`, every replica has loaded
+//!    it and every cached JWKS that lacks it has gone stale.
+//! 2. A key stays published for `token_ttl + jwks_max_age + clock_skew` after it
+//!    stops signing, so every token it signed expires (with leeway) before any
+//!    verifier can lose the key.
+//!
+//! [`Policy::validate`] refuses settings that would break either rule.
+
+use std::time::Duration;
+
+use crate::time::Timestamp;
+
+use super::KeyMeta;
+
+/// Settings that shape the key lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Default and maximum lifetime of an issued token.
+    pub token_ttl: Duration,
+    /// How long each key signs before the next one takes over.
+    pub rotate_every: Duration,
+    /// How long verifiers may cache the JWKS (`Cache-Control: max-age`).
+    pub jwks_max_age: Duration,
+    /// How often a replica reloads keys from the store.
+    pub reload_every: Duration,
+    /// Clock difference tolerated between this service and verifiers.
+    pub clock_skew: Duration,
+    /// How long before it signs a new key is published (rule 1).
+    pub publish_ahead: Duration,
+    /// How long after it stops signing a key stays published (rule 2).
+    pub retain_after: Duration,
+    /// How many expired keys to keep for `expired=true` tokens; older ones are pruned.
+    pub keep_expired: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error(
+        "rule broken: a new key must be published at least --jwks-max-age + --reload-every \
+         ({needed}) before it signs, but --publish-ahead is {actual}; use --publish-ahead {needed} \
+         or more, or lower --jwks-max-age / --reload-every"
+    )]
+    PublishAhead { needed: String, actual: String },
+    #[error(
+        "rule broken: a key must stay published for --token-ttl + --jwks-max-age + --clock-skew \
+         ({needed}) after it stops signing, but --retain-after is {actual}; use --retain-after \
+         {needed} or more, or lower --token-ttl / --jwks-max-age / --clock-skew"
+    )]
+    RetainAfter { needed: String, actual: String },
+    #[error("--{0} must be at least 1s")]
+    TooShort(&'static str),
+    #[error("--keep-expired must be at least 1, so `expired=true` always has a key")]
+    KeepExpired,
+}
+
+fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Policy {
+    /// The settings with both rule-bound durations at their minimum.
+    pub fn new(
+        token_ttl: Duration,
+        rotate_every: Duration,
+        jwks_max_age: Duration,
+        reload_every: Duration,
+        clock_skew: Duration,
+    ) -> Self {
+        let mut policy = Self {
+            token_ttl,
+            rotate_every,
+            jwks_max_age,
+            reload_every,
+            clock_skew,
+            publish_ahead: Duration::ZERO,
+            retain_after: Duration::ZERO,
+            keep_expired: 3,
+        };
+        policy.publish_ahead = policy.min_publish_ahead();
+        policy.retain_after = policy.min_retain_after();
+        policy
+    }
+
+    pub fn min_publish_ahead(&self) -> Duration {
+        self.jwks_max_age + self.reload_every
+    }
+
+    pub fn min_retain_after(&self) -> Duration {
+        self.token_ttl + self.jwks_max_age + self.clock_skew
+    }
+
+    /// How long a key lives from the moment it starts signing until it expires.
+    pub fn key_lifetime(&self) -> Duration {
+        self.rotate_every + self.retain_after
+    }
+
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for (name, value) in [
+            ("token-ttl", self.token_ttl),
+            ("rotate-every", self.rotate_every),
+            ("reload-every", self.reload_every),
+        ] {
+            if value < Duration::from_secs(1) {
+                return Err(PolicyError::TooShort(name));
+            }
+        }
+        if self.keep_expired == 0 {
+            return Err(PolicyError::KeepExpired);
+        }
+        if self.publish_ahead < self.min_publish_ahead() {
+            return Err(PolicyError::PublishAhead {
+                needed: show(self.min_publish_ahead()),
+                actual: show(self.publish_ahead),
+            });
+        }
+        if self.retain_after < self.min_retain_after() {
+            return Err(PolicyError::RetainAfter {
+                needed: show(self.min_retain_after()),
+                actual: show(self.retain_after),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The times of a key the plan wants created; its material comes separately.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKey {
+    pub generation: i64,
+    pub published_at: Timestamp,
+    pub activates_at: Timestamp,
+    pub retires_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl NewKey {
+    pub fn into_meta(self, kid: String) -> KeyMeta {
+        KeyMeta {
+            kid,
+            generation: self.generation,
+            published_at: self.published_at,
+            activates_at: self.activates_at,
+            retires_at: self.retires_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// What a rotation should do. An empty plan means nothing is due.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub create: Vec<NewKey>,
+    /// `kid`s of expired keys to delete.
+    pub prune: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.prune.is_empty()
+    }
+}
+
+/// Why a rotation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The schedule: create a key only when one is due.
+    Schedule,
+    /// An operator asked: create the next key now (it still waits
+    /// `publish_ahead` before it signs).
+    Operator,
+}
+
+/// Decides what to create and prune at `now`. Pure: the store calls it again
+/// inside its rotation transaction, so only one replica acts on each slot.
+pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger: Trigger) -> Plan {
+    let one_second = Duration::from_secs(1);
+    let mut plan = Plan::default();
+    let next_generation = keys.iter().map(|k| k.generation).max().unwrap_or(0) + 1;
+    let key_at = |generation, activates_at: Timestamp| {
+        let retires_at = activates_at + policy.rotate_every;
+        NewKey {
+            generation,
+            published_at: now,
+            activates_at,
+            retires_at,
+            expires_at: retires_at + policy.retain_after,
+        }
+    };
+
+    if keys.is_empty() {
+        // A fresh store: one key that expired a moment ago, so `expired=true`
+        // works at once, and one that signs at once (nothing was ever
+        // published, so no verifier can hold a set that lacks it).
+        let expires_at = now - one_second;
+        let activates_at = expires_at - policy.key_lifetime();
+        let mut expired = key_at(1, activates_at);
+        expired.published_at = activates_at;
+        expired.expires_at = expires_at;
+        plan.create.push(expired);
+        plan.create.push(key_at(2, now));
+        return plan;
+    }
+
+    match super::signer_at(keys, now) {
+        // Nothing can sign (the service was down longer than a key signs):
+        // sign at once. Verifiers holding an old set meet an unknown `kid` and
+        // refetch; waiting `publish_ahead` would refuse every token meanwhile.
+        None => plan.create.push(key_at(next_generation, now)),
+        Some(signer) => {
+            let newest = keys
+                .iter()
+                .filter(|k| k.is_published(now))
+                .min_by(|a, b| KeyMeta::newest_first(a, b))
+                .unwrap_or(signer);
+            let earliest = now + policy.publish_ahead;
+            let activates_at = match trigger {
+                Trigger::Operator => Some(earliest),
+                Trigger::Schedule if newest.retires_at <= earliest => {
+                    Some(newest.retires_at.max(earliest))
+                }
+                Trigger::Schedule => None,
+            };
+            if let Some(activates_at) = activates_at {
+                plan.create.push(key_at(next_generation, activates_at));
+            }
+        }
+    }
+
+    let mut expired: Vec<&KeyMeta> = keys.iter().filter(|k| !k.is_published(now)).collect();
+    expired.sort_by(|a, b| {
+        b.expires_at
+            .cmp(&a.expires_at)
+            .then(b.generation.cmp(&a.generation))
+    });
+    plan.prune = expired
+        .iter()
+        .skip(policy.keep_expired)
+        .map(|k| k.kid.clone())
+        .collect();
+    plan
+}
+
+/// When the schedule next wants a key created (`None` for an empty store).
+pub fn next_rotation_at(keys: &[KeyMeta], policy: &Policy) -> Option<Timestamp> {
+    keys.iter()
+        .min_by(|a, b| KeyMeta::newest_first(a, b))
+        .map(|newest| newest.retires_at - policy.publish_ahead)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyState, latest_expired, signer_at, state_of};
+
+    const MIN: u64 = 60;
+
+    fn policy() -> Policy {
+        // The shipped defaults: 15m tokens, 30m rotation, 10m max-age, 10s reload, 5m skew.
+        Policy::new(
+            Duration::from_secs(15 * MIN),
+            Duration::from_secs(30 * MIN),
+            Duration::from_secs(10 * MIN),
+            Duration::from_secs(10),
+            Duration::from_secs(5 * MIN),
+        )
+    }
+
+    fn at(t: i64) -> Timestamp {
+        Timestamp::from_unix(t)
+    }
+
+    /// Applies a plan as a store would, naming keys after their generation.
+    fn apply(keys: &mut Vec<KeyMeta>, plan: Plan) {
+        keys.retain(|k| !plan.prune.contains(&k.kid));
+        for new in plan.create {
+            let kid = format!("k{}", new.generation);
+            keys.push(new.into_meta(kid));
+        }
+    }
+
+    #[test]
+    fn the_defaults_satisfy_both_rules() {
+        assert_eq!(policy().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_fresh_store_gets_one_active_key_for_about_an_hour_and_one_expired_key() {
+        let now = at(1_000_000);
+        let plan = plan_rotation(&[], now, &policy(), Trigger::Schedule);
+        let mut keys = vec![];
+        apply(&mut keys, plan);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(signer_at(&keys, now).unwrap().kid, "k2");
+        assert_eq!(latest_expired(&keys, now).unwrap().kid, "k1");
+        let active = &keys[1];
+        assert_eq!(active.expires_at.unix() - now.unix(), 60 * MIN as i64);
+    }
+
+    #[test]
+    fn nothing_is_due_right_after_bootstrap() {
+        let mut keys = vec![];
+        apply(
+            &mut keys,
+            plan_rotation(&[], at(0), &policy(), Trigger::Schedule),
+        );
+        assert!(plan_rotation(&keys, at(60), &policy(), Trigger::Schedule).is_empty());
+    }
+
+    #[test]
+    fn the_next_key_is_published_ahead_and_takes_over_when_the_active_one_retires() {
+        let p = policy();
+        let mut keys = vec![];
+        apply(&mut keys, plan_rotation(&[], at(0), &p, Trigger::Schedule));
+        let retires = keys[1].retires_at;
+        let due = next_rotation_at(&keys, &p).unwrap();
+        assert_eq!(due, retires - p.publish_ahead);
+        assert!(
+            plan_rotation(&keys, due - Duration::from_secs(1), &p, Trigger::Schedule)
+                .create
+                .is_empty()
+        );
+
+        let plan = plan_rotation(&keys, due, &p, Trigger::Schedule);
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.create[0].activates_at, retires);
+        assert_eq!(plan.create[0].generation, 3);
+        apply(&mut keys, plan);
+        assert_eq!(state_of(&keys[2], &keys, due), KeyState::Pending);
+        assert_eq!(signer_at(&keys, retires).unwrap().kid, "k3");
+        // Re-planning at the same instant (another replica) creates nothing more.
+        assert!(
+            plan_rotation(&keys, due, &p, Trigger::Schedule)
+                .create
+                .is_empty()
+        );
+    }
+
+    /// Walks a day in 10-second steps and checks both rules for every key.
+    #[test]
+    fn through_many_rotations_every_signing_key_was_published_ahead_and_outlives_its_tokens() {
+        let p = policy();
+        let mut keys = vec![];
+        let mut signers = std::collections::HashMap::new();
+        let start = 1_000_000;
+        for t in (start..start + 86_400).step_by(10) {
+            let now = at(t);
+            apply(&mut keys, plan_rotation(&keys, now, &p, Trigger::Schedule));
+            let signer = signer_at(&keys, now).expect("a key always signs");
+            signers
+                .entry(signer.kid.clone())
+                .or_insert_with(|| signer.clone());
+            assert!(latest_expired(&keys, now).is_some());
+            assert!(keys.iter().filter(|k| !k.is_published(now)).count() <= p.keep_expired);
+        }
+        assert!(signers.len() >= 40, "rotated {} times", signers.len());
+        for key in signers.values().filter(|k| k.generation > 2) {
+            assert!(
+                key.activates_at.unix() - key.published_at.unix()
+                    >= p.min_publish_ahead().as_secs() as i64
+            );
+            assert!(
+                key.expires_at.unix() - key.retires_at.unix()
+                    >= p.min_retain_after().as_secs() as i64
+            );
+        }
+        let generations: std::collections::HashSet<_> = keys.iter().map(|k| k.generation).collect();
+        assert_eq!(generations.len(), keys.len(), "one key per rotation slot");
+    }
+
+    #[test]
+    fn an_operator_rotation_creates_a_key_that_still_waits_before_signing() {
+        let p = policy();
+        let mut keys = vec![];
+        apply(&mut keys, plan_rotation(&[], at(0), &p, Trigger::Schedule));
+        let plan = plan_rotation(&keys, at(60), &p, Trigger::Operator);
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.create[0].activates_at, at(60) + p.publish_ahead);
+    }
+
+    #[test]
+    fn after_a_long_outage_a_key_that_signs_at_once_is_created() {
+        let p = policy();
+        let mut keys = vec![];
+        apply(&mut keys, plan_rotation(&[], at(0), &p, Trigger::Schedule));
+        let much_later = at(10 * 86_400);
+        let plan = plan_rotation(&keys, much_later, &p, Trigger::Schedule);
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.create[0].activates_at, much_later);
+    }
+
+    #[test]
+    fn when_every_key_has_retired_the_next_one_signs_at_once() {
+        let p = policy();
+        let mut keys = vec![];
+        apply(&mut keys, plan_rotation(&[], at(0), &p, Trigger::Schedule));
+        let after_retirement = keys[1].retires_at + Duration::from_secs(5);
+        let plan = plan_rotation(&keys, after_retirement, &p, Trigger::Schedule);
+        assert_eq!(plan.create[0].activates_at, after_retirement);
+    }
+
+    #[test]
+    fn old_expired_keys_are_pruned_beyond_the_newest_few() {
+        let p = policy();
+        let keys: Vec<_> = (1..=6)
+            .map(|g| crate::keys::meta(g, g * 10, g * 10 + 5, g * 10 + 8))
+            .collect();
+        let plan = plan_rotation(&keys, at(1_000), &p, Trigger::Schedule);
+        assert_eq!(plan.prune, vec!["k3", "k2", "k1"]);
+    }
+
+    #[test]
+    fn settings_that_break_a_rule_are_refused_with_the_rule_named() {
+        let mut p = policy();
+        p.publish_ahead = Duration::from_secs(60);
+        let err = p.validate().unwrap_err().to_string();
+        assert!(err.contains("published at least"), "{err}");
+        assert!(err.contains("10m 10s"), "{err}");
+
+        let mut p = policy();
+        p.retain_after = Duration::from_secs(60);
+        let err = p.validate().unwrap_err().to_string();
+        assert!(err.contains("stay published"), "{err}");
+        assert!(err.contains("30m"), "{err}");
+
+        let mut p = policy();
+        p.rotate_every = Duration::ZERO;
+        assert_eq!(p.validate(), Err(PolicyError::TooShort("rotate-every")));
+    }
+}

@@ -1,0 +1,232 @@
+//! The key ring: an immutable snapshot of the loaded keys and the JWKS rendered
+//! from them.
+//!
+//! A ring is built whenever the keys change (a reload, a rotation, or a key
+//! expiring) and swapped in whole, so readers never lock. The JWKS bytes and
+//! ETag are rendered once per ring; serving them costs a pointer copy.
+
+use std::{sync::Arc, time::Duration};
+
+use aws_lc_rs::digest;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::time::Timestamp;
+
+use super::{
+    KeyMeta, KeyState,
+    crypto::{PublicJwk, SigningKey},
+    latest_expired,
+    policy::{Policy, next_rotation_at},
+    signer_at, state_of,
+};
+
+/// A key with its private half parsed, ready to sign.
+#[derive(Debug)]
+pub struct LoadedKey {
+    pub meta: KeyMeta,
+    pub key: SigningKey,
+}
+
+impl AsRef<KeyMeta> for Arc<LoadedKey> {
+    fn as_ref(&self) -> &KeyMeta {
+        &self.meta
+    }
+}
+
+/// The published key set, rendered.
+#[derive(Debug)]
+pub struct JwksDocument {
+    /// The keys, newest first.
+    pub keys: Vec<PublicJwk>,
+    /// `{"keys":[…]}` exactly as served over REST.
+    pub json: Bytes,
+    /// A strong ETag (quoted) over `json`.
+    pub etag: String,
+    /// The document is right until this instant, when a key in it expires.
+    pub valid_until: Timestamp,
+    /// When the set is next expected to change: a key expiring or the schedule
+    /// publishing the next key. Caches should not outlive it.
+    pub next_change: Timestamp,
+}
+
+impl JwksDocument {
+    /// `max-age` for a response at `now`: the configured cache lifetime, capped
+    /// so caches refresh when the set changes.
+    pub fn max_age(&self, now: Timestamp, configured: Duration) -> Duration {
+        configured.min(now.until(self.next_change))
+    }
+}
+
+/// An immutable snapshot of every loaded key.
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: Vec<Arc<LoadedKey>>,
+    jwks: Arc<JwksDocument>,
+}
+
+#[derive(Serialize)]
+struct JwkSet<'a> {
+    keys: &'a [PublicJwk],
+}
+
+impl KeyRing {
+    /// Builds a ring for `now` from loaded keys (in any order).
+    pub fn new(mut keys: Vec<Arc<LoadedKey>>, now: Timestamp, policy: &Policy) -> Self {
+        keys.sort_by(|a, b| KeyMeta::newest_first(&a.meta, &b.meta));
+        let published: Vec<&Arc<LoadedKey>> =
+            keys.iter().filter(|k| k.meta.is_published(now)).collect();
+        let jwks: Vec<PublicJwk> = published.iter().map(|k| k.key.jwk().clone()).collect();
+        // Serialising a few plain strings cannot fail; an empty set is the
+        // honest fallback rather than a panic.
+        let json = serde_json::to_vec(&JwkSet { keys: &jwks })
+            .unwrap_or_else(|_| br#"{"keys":[]}"#.to_vec());
+        let hash = digest::digest(&digest::SHA256, &json);
+        let etag = format!("\"{}\"", B64.encode(&hash.as_ref()[..16]));
+
+        let valid_until = published
+            .iter()
+            .map(|k| k.meta.expires_at)
+            .min()
+            .unwrap_or(Timestamp::from_unix(i64::MAX));
+        let metas: Vec<KeyMeta> = keys.iter().map(|k| k.meta.clone()).collect();
+        let next_change = next_rotation_at(&metas, policy)
+            .map_or(valid_until, |due| due.max(now).min(valid_until));
+
+        Self {
+            keys,
+            jwks: Arc::new(JwksDocument {
+                keys: jwks,
+                json: Bytes::from(json),
+                etag,
+                valid_until,
+                next_change,
+            }),
+        }
+    }
+
+    /// The JWKS as rendered when the ring was built.
+    pub fn jwks(&self) -> &Arc<JwksDocument> {
+        &self.jwks
+    }
+
+    /// Whether the rendered JWKS is still right at `now`.
+    pub fn is_current(&self, now: Timestamp) -> bool {
+        now < self.jwks.valid_until
+    }
+
+    /// Every key, newest first.
+    pub fn keys(&self) -> &[Arc<LoadedKey>] {
+        &self.keys
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&Arc<LoadedKey>> {
+        self.keys.iter().find(|k| k.meta.kid == kid)
+    }
+
+    /// The key that signs ordinary tokens at `now`.
+    pub fn signer(&self, now: Timestamp) -> Option<&Arc<LoadedKey>> {
+        signer_at(&self.keys, now)
+    }
+
+    /// The key that signs `expired=true` tokens at `now`.
+    pub fn expired_signer(&self, now: Timestamp) -> Option<&Arc<LoadedKey>> {
+        latest_expired(&self.keys, now)
+    }
+
+    pub fn state_of(&self, key: &KeyMeta, now: Timestamp) -> KeyState {
+        state_of(key, &self.keys, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::meta;
+
+    fn policy() -> Policy {
+        Policy::new(
+            Duration::from_secs(100),
+            Duration::from_secs(100),
+            Duration::from_secs(50),
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        )
+    }
+
+    fn loaded(meta: KeyMeta) -> Arc<LoadedKey> {
+        Arc::new(LoadedKey {
+            meta,
+            key: SigningKey::generate().unwrap(),
+        })
+    }
+
+    #[test]
+    fn the_jwks_lists_unexpired_keys_newest_first_and_nothing_private() {
+        let keys = vec![
+            loaded(meta(1, 0, 100, 200)),
+            loaded(meta(3, 200, 300, 400)),
+            loaded(meta(2, 100, 200, 300)),
+        ];
+        let ring = KeyRing::new(keys, Timestamp::from_unix(250), &policy());
+        let kids: Vec<&str> = ring.jwks().keys.iter().map(|k| k.kid.as_str()).collect();
+        let expect: Vec<&str> = [3, 2]
+            .iter()
+            .map(|g| {
+                ring.keys()
+                    .iter()
+                    .find(|k| k.meta.generation == *g)
+                    .unwrap()
+                    .key
+                    .kid()
+            })
+            .collect();
+        assert_eq!(kids, expect);
+        let json: serde_json::Value = serde_json::from_slice(&ring.jwks().json).unwrap();
+        for jwk in json["keys"].as_array().unwrap() {
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(jwk.get(private).is_none());
+            }
+        }
+        assert_eq!(ring.jwks().valid_until, Timestamp::from_unix(300));
+        assert!(ring.is_current(Timestamp::from_unix(299)));
+        assert!(!ring.is_current(Timestamp::from_unix(300)));
+    }
+
+    #[test]
+    fn max_age_is_capped_by_the_next_change() {
+        let ring = KeyRing::new(
+            vec![loaded(meta(1, 0, 1000, 2000))],
+            Timestamp::from_unix(0),
+            &policy(),
+        );
+        // Next rotation is due at retires (1000) - publish_ahead (55).
+        assert_eq!(ring.jwks().next_change, Timestamp::from_unix(945));
+        let configured = Duration::from_secs(50);
+        assert_eq!(
+            ring.jwks().max_age(Timestamp::from_unix(0), configured),
+            configured
+        );
+        assert_eq!(
+            ring.jwks().max_age(Timestamp::from_unix(935), configured),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn the_etag_changes_with_the_key_set() {
+        let a = KeyRing::new(
+            vec![loaded(meta(1, 0, 100, 200))],
+            Timestamp::from_unix(0),
+            &policy(),
+        );
+        let b = KeyRing::new(
+            vec![loaded(meta(1, 0, 100, 200))],
+            Timestamp::from_unix(0),
+            &policy(),
+        );
+        assert_ne!(a.jwks().etag, b.jwks().etag);
+        assert!(a.jwks().etag.starts_with('"') && a.jwks().etag.ends_with('"'));
+    }
+}

@@ -1,0 +1,63 @@
+//! `jwks-server`: parse the configuration, start logging, then either serve
+//! until SIGINT/SIGTERM or run an operator subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use jwks_server::{
+    admin,
+    config::{Cli, Command},
+    startup::Application,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.config.log_format);
+    let result = match &cli.command {
+        None | Some(Command::Serve) => match Application::build(cli.config.clone()).await {
+            Ok(app) => app.run(shutdown_signal()).await,
+            Err(err) => Err(err),
+        },
+        Some(Command::Keys { action }) => admin::run(&cli.config, action)
+            .await
+            .map(|out| print!("{out}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("jwks-server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,274 @@
+//! The one place that wires everything together: configuration -> KEKs ->
+//! store -> service -> both listeners and the background refresher, and the
+//! orderly shutdown of all of it.
+//!
+//! [`Application::build`] binds the listeners (port 0 works, for tests) and
+//! [`Application::run`] serves until the given shutdown future resolves.
+
+use std::{
+    fs,
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Config, StoreUrl},
+    keys::{
+        policy::{PolicyError, Trigger},
+        seal::{Kek, KekRing, SealError},
+    },
+    service::{KeyService, StartError, StoreHealth},
+    store::{KeyStore, SqlStore, StoreError},
+    time::Timestamp,
+    transport::{grpc, http},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("key-encryption key: {0}")]
+    Kek(#[from] SealError),
+    #[error("key-encryption key file {path}: {source}")]
+    KekFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "a {0} store needs a key-encryption key shared by every replica: set JWKS_KEK or JWKS_KEK_FILE"
+    )]
+    KekRequired(&'static str),
+    #[error("cannot open the key store {url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error(transparent)]
+    Service(#[from] StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// Resolves the configured KEKs. With none configured, a SQLite store gets a
+/// generated KEK file beside its database (created once, mode 0600).
+pub fn load_keks(config: &Config) -> Result<KekRing, StartupError> {
+    let mut keks = Vec::new();
+    for text in &config.kek {
+        keks.push(Kek::from_base64(text.expose())?);
+    }
+    if let Some(path) = &config.kek_file {
+        keks.extend(read_kek_file(path)?);
+    }
+    if keks.is_empty() {
+        match &config.store {
+            StoreUrl::Sqlite { path, .. } => keks.push(default_kek(path)?),
+            StoreUrl::Postgres(_) => return Err(StartupError::KekRequired("PostgreSQL")),
+        }
+    }
+    Ok(KekRing::new(keks)?)
+}
+
+fn read_kek_file(path: &Path) -> Result<Vec<Kek>, StartupError> {
+    let text = fs::read_to_string(path).map_err(|source| StartupError::KekFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let keks = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(Kek::from_base64)
+        .collect::<Result<Vec<_>, _>>()?;
+    if keks.is_empty() {
+        return Err(StartupError::Kek(SealError::NoKek));
+    }
+    Ok(keks)
+}
+
+fn default_kek(db_path: &Path) -> Result<Kek, StartupError> {
+    let mut kek_path = db_path.as_os_str().to_owned();
+    kek_path.push(".kek");
+    let kek_path = PathBuf::from(kek_path);
+    let file_error = |source| StartupError::KekFile {
+        path: kek_path.clone(),
+        source,
+    };
+    if kek_path.exists() {
+        let mut keks = read_kek_file(&kek_path)?;
+        return Ok(keks.remove(0));
+    }
+    let (kek, text) = Kek::generate()?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&kek_path).map_err(file_error)?;
+    file.write_all(format!("{text}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(file_error)?;
+    tracing::warn!(
+        path = %kek_path.display(),
+        "no key-encryption key configured: generated one beside the store. Keep it secret, back it \
+         up with the database, and set JWKS_KEK or JWKS_KEK_FILE in production"
+    );
+    Ok(kek)
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> Result<SqlStore, StartupError> {
+    SqlStore::connect(config.store.connection_string())
+        .await
+        .map_err(|source| StartupError::Store {
+            url: config.store.to_string(),
+            source,
+        })
+}
+
+/// Opens the store and starts the key service (creating first keys if needed).
+pub async fn start_service(config: &Config) -> Result<KeyService, StartupError> {
+    let policy = config.policy();
+    policy.validate()?;
+    let keks = load_keks(config)?;
+    let store: Arc<dyn KeyStore> = Arc::new(open_store(config).await?);
+    Ok(KeyService::start(store, keks, policy, config.issuer.clone(), Timestamp::now()).await?)
+}
+
+/// A built server: keys loaded, listeners bound, not yet serving.
+pub struct Application {
+    service: KeyService,
+    http: TcpListener,
+    grpc: TcpListener,
+    config: Config,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let service = start_service(&config).await?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { addr, source })
+        };
+        let http = bind(config.http_addr).await?;
+        let grpc = bind(config.grpc_addr).await?;
+        Ok(Self {
+            service,
+            http,
+            grpc,
+            config,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.config.http_addr)
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
+    }
+
+    pub fn service(&self) -> &KeyService {
+        &self.service
+    }
+
+    /// Serves REST and gRPC until `shutdown` resolves, then drains: gRPC health
+    /// turns NOT_SERVING, both listeners stop accepting, in-flight requests
+    /// finish (up to --drain-timeout) and the background refresher stops.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Self {
+            service,
+            http,
+            grpc,
+            config,
+        } = self;
+        let http_addr = http.local_addr().unwrap_or(config.http_addr);
+        let grpc_addr = grpc.local_addr().unwrap_or(config.grpc_addr);
+        let stop = CancellationToken::new();
+        let (health, grpc_routes) = grpc::routes(service.clone()).await;
+
+        let refresher = tokio::spawn(refresh_keys(service.clone(), health.clone(), stop.clone()));
+
+        let http_stop = stop.clone();
+        let router = http::router(service.clone(), grpc_addr);
+        let http_server = tokio::spawn(async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await
+        });
+        let grpc_stop = stop.clone();
+        let grpc_server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(grpc_routes)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                    async move { grpc_stop.cancelled().await },
+                )
+                .await
+        });
+        tracing::info!(%http_addr, %grpc_addr, store = %config.store, "jwks-server listening");
+
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        health.not_serving().await;
+        stop.cancel();
+
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            let (http_result, grpc_result, _) = tokio::join!(http_server, grpc_server, refresher);
+            (http_result, grpc_result)
+        })
+        .await;
+        match drained {
+            Ok((Ok(Ok(())), Ok(Ok(())))) => {
+                tracing::info!("stopped cleanly");
+                Ok(())
+            }
+            Ok((http_result, grpc_result)) => Err(StartupError::Serve(format!(
+                "http: {http_result:?}, grpc: {grpc_result:?}"
+            ))),
+            Err(_) => {
+                tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; abandoning in-flight requests");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The background loop: runs the rotation schedule and reloads keys every
+/// --reload-every (sooner when the key set is due to change), keeping gRPC
+/// health in step with whether this replica can sign.
+async fn refresh_keys(service: KeyService, health: grpc::HealthHandle, stop: CancellationToken) {
+    let reload_every = service.policy().reload_every;
+    loop {
+        let now = Timestamp::now();
+        let until_change = now.until(service.next_deadline());
+        let wait = reload_every
+            .min(until_change)
+            .max(Duration::from_millis(200));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let now = Timestamp::now();
+        if let Err(err) = service.rotate(Trigger::Schedule, now).await {
+            if service.health(now).store == StoreHealth::Reachable {
+                tracing::warn!(error = %err.chain(), "key refresh failed; keeping the keys held");
+            } else {
+                // The outage itself was logged once, when it began.
+                tracing::debug!(error = %err.chain(), "key refresh failed; store unreachable");
+            }
+        }
+        health.update(&service.health(Timestamp::now())).await;
+    }
+}

@@ -1,0 +1,104 @@
+//! Where keys live between restarts: the [`KeyStore`] trait and its SQL
+//! implementation (SQLite by default, PostgreSQL for replicas).
+//!
+//! A store keeps each key's schedule and public half in the clear and its
+//! private half only sealed ([`SealedKey`]); it never sees a KEK. Deciding what
+//! to create is the policy's job: [`KeyStore::rotate`] only guarantees that the
+//! decision is re-made and applied atomically, under a lock, so exactly one
+//! process fills each rotation slot.
+
+mod sql;
+
+use async_trait::async_trait;
+
+pub use sql::{SqlStore, redact};
+
+use crate::keys::{KeyMeta, policy::Plan, seal::SealedKey};
+
+/// A key as the store holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKey {
+    pub meta: KeyMeta,
+    pub n: String,
+    pub e: String,
+    pub sealed: SealedKey,
+}
+
+/// A freshly generated key, sealed, waiting for a plan to give it a schedule.
+#[derive(Clone, Debug)]
+pub struct NewKeyMaterial {
+    pub kid: String,
+    pub n: String,
+    pub e: String,
+    pub sealed: SealedKey,
+}
+
+/// What a [`KeyStore::rotate`] call did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The plan (possibly empty) was committed.
+    Applied {
+        created: Vec<KeyMeta>,
+        pruned: Vec<String>,
+    },
+    /// The plan, re-made under the lock, wants more keys than were supplied.
+    NeedKeys(usize),
+}
+
+/// Re-plans against the keys the store holds at the moment it holds the lock.
+pub type Planner<'a> = dyn Fn(&[KeyMeta]) -> Plan + Send + Sync + 'a;
+
+/// Re-seals one key; `None` leaves it as it is.
+pub type Resealer<'a> = dyn Fn(&StoredKey) -> Result<Option<SealedKey>, crate::keys::seal::SealError>
+    + Send
+    + Sync
+    + 'a;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    #[error("store unreachable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("store query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("store schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store row is not valid: {0}")]
+    Corrupt(String),
+    #[error("re-sealing failed: {0}")]
+    Reseal(#[from] crate::keys::seal::SealError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every key in the store.
+    async fn load(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Atomically, holding the store's rotation lock: re-reads the keys, asks
+    /// `plan` what to do, inserts the new keys (taking material from `fresh`,
+    /// first to last) and deletes the pruned ones. Nothing is published until
+    /// this commits.
+    async fn rotate(
+        &self,
+        plan: &Planner<'_>,
+        fresh: Vec<NewKeyMaterial>,
+    ) -> Result<RotateOutcome, StoreError>;
+
+    /// Re-seals every key for which `reseal` returns a new sealing, in one
+    /// transaction. Returns how many were re-sealed.
+    async fn reseal(&self, reseal: &Resealer<'_>) -> Result<usize, StoreError>;
+}

@@ -1,0 +1,242 @@
+//! The SQL [`KeyStore`], one implementation for SQLite and PostgreSQL through
+//! sqlx's `Any` driver. The two differ only in their migrations and in how a
+//! rotation takes its lock.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    AnyPool, Row,
+    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
+    migrate::Migrator,
+};
+
+use super::{KeyStore, NewKeyMaterial, Planner, Resealer, RotateOutcome, StoreError, StoredKey};
+use crate::{keys::KeyMeta, keys::seal::SealedKey, time::Timestamp};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Arbitrary constant naming this service's rotation lock among PostgreSQL
+/// advisory locks ("jwks" in ASCII).
+const ROTATION_LOCK_ID: i64 = 0x6a77_6b73;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A SQLite file or a PostgreSQL database holding the keys.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+/// The `signing_keys` columns, as a literal so queries stay static strings.
+macro_rules! columns {
+    () => {
+        "generation, kid, published_at, activates_at, retires_at, expires_at, \
+         n, e, kek_id, nonce, sealed_key"
+    };
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite
+    /// file if needed, and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let mut url = format!("sqlite:{rest}");
+            if !rest.contains("mode=") {
+                url.push(if rest.contains('?') { '&' } else { '?' });
+                url.push_str("mode=rwc");
+            }
+            (Dialect::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact(url)));
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|_| StoreError::UnsupportedUrl(redact(&url)))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                Dialect::Sqlite => 2,
+                Dialect::Postgres => 4,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        let store = Self { pool, dialect };
+        match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&store.pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&store.pool).await?,
+        }
+        Ok(store)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {
+    let time = |col: &str| row.try_get::<i64, _>(col).map(Timestamp::from_unix);
+    Ok(StoredKey {
+        meta: KeyMeta {
+            kid: row.try_get("kid")?,
+            generation: row.try_get("generation")?,
+            published_at: time("published_at")?,
+            activates_at: time("activates_at")?,
+            retires_at: time("retires_at")?,
+            expires_at: time("expires_at")?,
+        },
+        n: row.try_get("n")?,
+        e: row.try_get("e")?,
+        sealed: SealedKey {
+            kek_id: row.try_get("kek_id")?,
+            nonce: row.try_get("nonce")?,
+            ciphertext: row.try_get("sealed_key")?,
+        },
+    })
+}
+
+async fn load_all<'e, E>(executor: E) -> Result<Vec<StoredKey>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM signing_keys ORDER BY generation"
+    ))
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+        load_all(&self.pool).await
+    }
+
+    async fn rotate(
+        &self,
+        plan: &Planner<'_>,
+        fresh: Vec<NewKeyMaterial>,
+    ) -> Result<RotateOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query("UPDATE rotation_lock SET locked_at = $1 WHERE id = 1")
+                    .bind(Timestamp::now().unix())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Dialect::Postgres => {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(ROTATION_LOCK_ID)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let current = load_all(&mut *tx).await?;
+        let metas: Vec<KeyMeta> = current.into_iter().map(|k| k.meta).collect();
+        let plan = plan(&metas);
+        if plan.create.len() > fresh.len() {
+            return Ok(RotateOutcome::NeedKeys(plan.create.len()));
+        }
+        let mut created = Vec::with_capacity(plan.create.len());
+        for (times, material) in plan.create.into_iter().zip(fresh) {
+            let meta = times.into_meta(material.kid);
+            sqlx::query(concat!(
+                "INSERT INTO signing_keys (",
+                columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ))
+            .bind(meta.generation)
+            .bind(meta.kid.clone())
+            .bind(meta.published_at.unix())
+            .bind(meta.activates_at.unix())
+            .bind(meta.retires_at.unix())
+            .bind(meta.expires_at.unix())
+            .bind(material.n)
+            .bind(material.e)
+            .bind(material.sealed.kek_id)
+            .bind(material.sealed.nonce)
+            .bind(material.sealed.ciphertext)
+            .execute(&mut *tx)
+            .await?;
+            created.push(meta);
+        }
+        for kid in &plan.prune {
+            sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                .bind(kid.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(RotateOutcome::Applied {
+            created,
+            pruned: plan.prune,
+        })
+    }
+
+    async fn reseal(&self, reseal: &Resealer<'_>) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut count = 0;
+        for key in load_all(&mut *tx).await? {
+            if let Some(sealed) = reseal(&key)? {
+                sqlx::query(
+                    "UPDATE signing_keys SET kek_id = $1, nonce = $2, sealed_key = $3 WHERE kid = $4",
+                )
+                .bind(sealed.kek_id)
+                .bind(sealed.nonce)
+                .bind(sealed.ciphertext)
+                .bind(key.meta.kid)
+                .execute(&mut *tx)
+                .await?;
+                count += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/keys"),
+            "postgres://app:***@db:5432/keys"
+        );
+        assert_eq!(redact("postgres://app@db/keys"), "postgres://app@db/keys");
+        assert_eq!(redact("sqlite://jwks.db"), "sqlite://jwks.db");
+    }
+}

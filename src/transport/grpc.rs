@@ -1,0 +1,170 @@
+//! The tonic adapter: `jwks.v1.KeyService`, server reflection (v1 and
+//! v1alpha, so old and new grpcurl both work) and the standard health service.
+//! Conversions to and from the domain live here, as does the one mapping of
+//! domain errors to gRPC status codes.
+
+use tonic::{Request, Response, Status, service::Routes};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    error::Error,
+    keys::crypto::PublicJwk,
+    proto::{
+        self, GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
+        key_service_server::{KeyService as KeyServiceRpc, KeyServiceServer},
+    },
+    service::{Health, IssuedToken, KeyService, TokenRequest},
+    time::Timestamp,
+};
+
+/// The fully qualified service name health and reflection report.
+pub const SERVICE_NAME: &str = "jwks.v1.KeyService";
+
+/// Largest request message accepted (a token request is tiny).
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// Reports this server's state through `grpc.health.v1.Health`.
+#[derive(Clone)]
+pub struct HealthHandle {
+    reporter: HealthReporter,
+}
+
+impl HealthHandle {
+    /// SERVING while a key can sign (even with the store away), else NOT_SERVING.
+    pub async fn update(&self, health: &Health) {
+        let status = if health.can_sign {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status(SERVICE_NAME, status).await;
+        self.reporter.set_service_status("", status).await;
+    }
+
+    /// Tells load balancers to stop sending work (the first step of shutdown).
+    pub async fn not_serving(&self) {
+        self.reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// Builds every gRPC service this server exposes.
+pub async fn routes(service: KeyService) -> (HealthHandle, Routes) {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let handle = HealthHandle { reporter };
+    handle.update(&service.health(Timestamp::now())).await;
+
+    let mut routes = Routes::new(
+        KeyServiceServer::new(GrpcKeyService { service })
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(health_service);
+    // Reflection is a debugging aid: if it cannot be built, serve without it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    match reflection().build_v1() {
+        Ok(v1) => routes = routes.add_service(v1),
+        Err(err) => tracing::error!(error = %err, "gRPC reflection v1 unavailable"),
+    }
+    match reflection().build_v1alpha() {
+        Ok(v1alpha) => routes = routes.add_service(v1alpha),
+        Err(err) => tracing::error!(error = %err, "gRPC reflection v1alpha unavailable"),
+    }
+    (handle, routes)
+}
+
+struct GrpcKeyService {
+    service: KeyService,
+}
+
+#[tonic::async_trait]
+impl KeyServiceRpc for GrpcKeyService {
+    async fn get_jwks(
+        &self,
+        request: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        let now = Timestamp::now();
+        let jwks = self.service.jwks(now);
+        let max_age = jwks.max_age(now, self.service.policy().jwks_max_age);
+        let not_modified = request.get_ref().if_none_match == jwks.etag;
+        Ok(Response::new(GetJwksResponse {
+            keys: if not_modified {
+                Vec::new()
+            } else {
+                jwks.keys.iter().map(proto::Jwk::from).collect()
+            },
+            etag: jwks.etag.clone(),
+            max_age_seconds: u32::try_from(max_age.as_secs()).unwrap_or(u32::MAX),
+            not_modified,
+        }))
+    }
+
+    async fn issue_token(
+        &self,
+        request: Request<IssueTokenRequest>,
+    ) -> Result<Response<IssueTokenResponse>, Status> {
+        let request = TokenRequest::from(request.into_inner());
+        let issued = self
+            .service
+            .issue_token(&request, Timestamp::now())
+            .map_err(to_status)?;
+        Ok(Response::new(issued.into()))
+    }
+}
+
+impl From<&PublicJwk> for proto::Jwk {
+    fn from(jwk: &PublicJwk) -> Self {
+        Self {
+            kty: jwk.kty.to_owned(),
+            r#use: jwk.use_.to_owned(),
+            alg: jwk.alg.to_owned(),
+            kid: jwk.kid.clone(),
+            n: jwk.n.clone(),
+            e: jwk.e.clone(),
+        }
+    }
+}
+
+impl From<IssueTokenRequest> for TokenRequest {
+    fn from(request: IssueTokenRequest) -> Self {
+        Self {
+            expired: request.expired,
+            subject: request.subject,
+            audience: request.audience,
+            lifetime_seconds: request.lifetime_seconds,
+        }
+    }
+}
+
+impl From<IssuedToken> for IssueTokenResponse {
+    fn from(issued: IssuedToken) -> Self {
+        Self {
+            token: issued.token,
+            kid: issued.kid,
+            token_type: IssuedToken::TOKEN_TYPE.to_owned(),
+            issued_at: issued.issued_at.unix(),
+            expires_at: issued.expires_at.unix(),
+            expires_in: issued.expires_in,
+        }
+    }
+}
+
+/// The one mapping of domain errors to gRPC codes. No catch-all arm: a new
+/// variant must be decided here.
+fn to_status(err: Error) -> Status {
+    match err {
+        Error::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+        Error::NoSigningKey | Error::NoExpiredKey => Status::unavailable(err.to_string()),
+        Error::Internal(_) => {
+            tracing::error!(error = %err.chain(), "IssueToken failed");
+            Status::internal(err.client_message())
+        }
+    }
+}

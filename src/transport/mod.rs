@@ -1,0 +1,6 @@
+//! The two doors into the service. Each adapter translates its wire format to
+//! the domain's requests and the domain's answers (and [`crate::error::Error`])
+//! back; neither holds key or token logic.
+
+pub mod grpc;
+pub mod http;
