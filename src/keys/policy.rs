@@ -9,7 +9,9 @@
 //!    stops signing, so every token it signed expires (with leeway) before any
 //!    verifier can lose the key.
 //!
-//! [`Policy::validate`] refuses settings that would break either rule.
+//! [`Policy::validate`] refuses settings that would break either rule. The
+//! schedule creates each key one reload interval earlier than rule 1 needs, so a
+//! background loop that runs every `reload_every` is never late.
 
 use std::time::Duration;
 
@@ -181,8 +183,8 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
     let one_second = Duration::from_secs(1);
     let mut plan = Plan::default();
     let next_generation = keys.iter().map(|k| k.generation).max().unwrap_or(0) + 1;
-    let key_at = |generation, activates_at: Timestamp| {
-        let retires_at = activates_at + policy.rotate_every;
+    let key_for = |generation, activates_at: Timestamp, signs_for| {
+        let retires_at = activates_at + signs_for;
         NewKey {
             generation,
             published_at: now,
@@ -190,6 +192,15 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
             retires_at,
             expires_at: retires_at + policy.retain_after,
         }
+    };
+    let key_at = |generation, activates_at| key_for(generation, activates_at, policy.rotate_every);
+    // A key that signs at once had no time to be published ahead, so it must
+    // sign at least until its successor can be: publish_ahead + reload_every.
+    let key_now = || {
+        let signs_for = policy
+            .rotate_every
+            .max(policy.publish_ahead + policy.reload_every);
+        key_for(next_generation, now, signs_for)
     };
 
     if keys.is_empty() {
@@ -202,7 +213,9 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
         expired.published_at = activates_at;
         expired.expires_at = expires_at;
         plan.create.push(expired);
-        plan.create.push(key_at(2, now));
+        let mut first = key_now();
+        first.generation = 2;
+        plan.create.push(first);
         return plan;
     }
 
@@ -210,7 +223,7 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
         // Nothing can sign (the service was down longer than a key signs):
         // sign at once. Verifiers holding an old set meet an unknown `kid` and
         // refetch; waiting `publish_ahead` would refuse every token meanwhile.
-        None => plan.create.push(key_at(next_generation, now)),
+        None => plan.create.push(key_now()),
         Some(signer) => {
             let newest = keys
                 .iter()
@@ -220,7 +233,7 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
             let earliest = now + policy.publish_ahead;
             let activates_at = match trigger {
                 Trigger::Operator => Some(earliest),
-                Trigger::Schedule if newest.retires_at <= earliest => {
+                Trigger::Schedule if newest.retires_at <= earliest + policy.reload_every => {
                     Some(newest.retires_at.max(earliest))
                 }
                 Trigger::Schedule => None,
@@ -246,10 +259,14 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
 }
 
 /// When the schedule next wants a key created (`None` for an empty store).
+///
+/// One reload interval earlier than strictly needed: the background loop runs
+/// at least that often, so the next key is always created in time to take
+/// over exactly when the current one retires.
 pub fn next_rotation_at(keys: &[KeyMeta], policy: &Policy) -> Option<Timestamp> {
     keys.iter()
         .min_by(|a, b| KeyMeta::newest_first(a, b))
-        .map(|newest| newest.retires_at - policy.publish_ahead)
+        .map(|newest| newest.retires_at - policy.publish_ahead - policy.reload_every)
 }
 
 #[cfg(test)]
@@ -318,7 +335,7 @@ mod tests {
         apply(&mut keys, plan_rotation(&[], at(0), &p, Trigger::Schedule));
         let retires = keys[1].retires_at;
         let due = next_rotation_at(&keys, &p).unwrap();
-        assert_eq!(due, retires - p.publish_ahead);
+        assert_eq!(due, retires - p.publish_ahead - p.reload_every);
         assert!(
             plan_rotation(&keys, due - Duration::from_secs(1), &p, Trigger::Schedule)
                 .create
@@ -349,7 +366,8 @@ mod tests {
         let start = 1_000_000;
         for t in (start..start + 86_400).step_by(10) {
             let now = at(t);
-            apply(&mut keys, plan_rotation(&keys, now, &p, Trigger::Schedule));
+            let plan = plan_rotation(&keys, now, &p, Trigger::Schedule);
+            apply(&mut keys, plan);
             let signer = signer_at(&keys, now).expect("a key always signs");
             signers
                 .entry(signer.kid.clone())
@@ -401,6 +419,26 @@ mod tests {
         let after_retirement = keys[1].retires_at + Duration::from_secs(5);
         let plan = plan_rotation(&keys, after_retirement, &p, Trigger::Schedule);
         assert_eq!(plan.create[0].activates_at, after_retirement);
+    }
+
+    #[test]
+    fn with_rotation_faster_than_publication_the_first_key_signs_until_its_successor_can() {
+        let p = Policy::new(
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        let mut keys = vec![];
+        for t in 0..60 {
+            let plan = plan_rotation(&keys, at(t), &p, Trigger::Schedule);
+            apply(&mut keys, plan);
+            assert!(signer_at(&keys, at(t)).is_some(), "no signer at {t}");
+            for key in keys.iter().filter(|k| k.generation > 2) {
+                assert!(key.activates_at.unix() - key.published_at.unix() >= 3);
+            }
+        }
     }
 
     #[test]

@@ -54,28 +54,52 @@ pub fn router(service: KeyService, grpc_addr: SocketAddr) -> Router {
         .with_state(state)
 }
 
-/// A JSON error response.
-fn error_response(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": code, "detail": detail.into()})),
-    )
-        .into_response()
+/// An error as REST clients see it: a status and a JSON body
+/// `{"error": code, "detail": detail}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "detail": self.detail})),
+        )
+            .into_response()
+    }
 }
 
 /// The one mapping of domain errors to HTTP. No catch-all arm: a new variant
 /// must be decided here.
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        let status = match &err {
             Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
             Error::NoSigningKey | Error::NoExpiredKey => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => {
-                tracing::error!(error = %self.chain(), "request failed");
+                tracing::error!(error = %err.chain(), "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        error_response(status, self.code(), self.client_message())
+        Self::new(status, err.code(), err.client_message())
     }
 }
 
@@ -90,11 +114,12 @@ async fn log_and_explain(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         // axum adds the `Allow` header after this layer has run.
-        response = error_response(
+        response = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on {route}; the Allow header lists what is"),
-        );
+        )
+        .into_response();
     }
     tracing::info!(
         %method,
@@ -106,8 +131,8 @@ async fn log_and_explain(request: Request, next: Next) -> Response {
     response
 }
 
-async fn not_found(uri: axum::http::Uri) -> Response {
-    error_response(
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
         format!("no route for {}; see GET /connect", uri.path()),
@@ -259,14 +284,10 @@ async fn auth(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    match auth_request(query.as_deref(), &headers, body) {
-        Ok(request) => match state.service.issue_token(&request, Timestamp::now()) {
-            Ok(issued) => token_response(&headers, &issued),
-            Err(err) => err.into_response(),
-        },
-        Err(response) => response,
-    }
+) -> Result<Response, ApiError> {
+    let request = auth_request(query.as_deref(), &headers, body)?;
+    let issued = state.service.issue_token(&request, Timestamp::now())?;
+    Ok(token_response(&headers, &issued))
 }
 
 fn token_response(headers: &HeaderMap, issued: &IssuedToken) -> Response {
@@ -297,7 +318,7 @@ fn auth_request(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<TokenRequest, Response> {
+) -> Result<TokenRequest, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -305,13 +326,13 @@ fn auth_request(
         } else {
             "invalid_request"
         };
-        error_response(
+        ApiError::new(
             status,
             code,
             format!("could not read the body ({rejection}); the limit is {MAX_BODY_BYTES} bytes"),
         )
     })?;
-    let expired = parse_expired(query.unwrap_or_default()).map_err(IntoResponse::into_response)?;
+    let expired = parse_expired(query.unwrap_or_default())?;
     let fields = parse_body(headers, &body)?;
     let basic_user = basic_username(headers)?;
     Ok(TokenRequest {
@@ -363,7 +384,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AuthBody, Response> {
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AuthBody, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(AuthBody::default());
     }
@@ -377,17 +398,16 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AuthBody, Response> {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    let bad = |detail: String| error_response(StatusCode::BAD_REQUEST, "invalid_request", detail);
     match media_type.as_str() {
-        "application/json" => parse_json_body(body).map_err(bad),
+        "application/json" => parse_json_body(body).map_err(ApiError::bad_request),
         m if m.starts_with("application/") && m.ends_with("+json") => {
-            parse_json_body(body).map_err(bad)
+            parse_json_body(body).map_err(ApiError::bad_request)
         }
-        "application/x-www-form-urlencoded" => parse_form_body(body).map_err(bad),
+        "application/x-www-form-urlencoded" => parse_form_body(body).map_err(ApiError::bad_request),
         // Browsers' fetch() sends JSON as text/plain; curl without -H sends
         // nothing. Use the body if it is a JSON object, otherwise ignore it.
         "" | "text/plain" => Ok(parse_json_body(body).unwrap_or_default()),
-        other => Err(error_response(
+        other => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
@@ -426,14 +446,12 @@ fn parse_form_body(body: &[u8]) -> Result<AuthBody, String> {
 }
 
 /// The username of HTTP Basic credentials; Bearer and other schemes carry none.
-fn basic_username(headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn basic_username(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     let bad = || {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+        ApiError::bad_request(
             "malformed Authorization header: expected Basic base64(username:password) or Bearer TOKEN",
         )
     };

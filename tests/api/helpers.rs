@@ -1,0 +1,213 @@
+//! `spawn_app()` and the independent verifier every test leans on.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use jsonwebtoken::{Algorithm, DecodingKey, TokenData, Validation, decode, decode_header};
+use jwks_server::{
+    config::{Config, Secret, StoreUrl},
+    proto::key_service_client::KeyServiceClient,
+    startup::Application,
+};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// A running server on ephemeral ports with its own temporary store.
+pub struct TestApp {
+    pub http: String,
+    pub grpc_addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub config: Config,
+    /// Kept alive for the test's duration; holds the SQLite store.
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), jwks_server::startup::StartupError>>>,
+}
+
+/// A KEK for tests (fixed, so restarts in one test open the same keys).
+pub const TEST_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Defaults, on 127.0.0.1 port 0, with a store in `dir`.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    let path = dir.join("jwks.db");
+    config.store = StoreUrl::Sqlite {
+        url: format!("sqlite://{}", path.display()),
+        path,
+    };
+    config.kek = vec![TEST_KEK.parse::<Secret>().unwrap()];
+    config.kek_file = None;
+    config.issuer = "https://issuer.test".to_owned();
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    adjust(&mut config);
+    start(config, dir).await
+}
+
+/// Starts a server on `config` (its store may already hold keys).
+pub async fn start(config: Config, dir: TempDir) -> TestApp {
+    let app = Application::build(config.clone())
+        .await
+        .expect("server starts");
+    let http = format!("http://{}", app.http_addr());
+    let grpc_addr = app.grpc_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        http,
+        grpc_addr,
+        client: reqwest::Client::new(),
+        config,
+        dir,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    pub async fn jwks(&self) -> Value {
+        let response = self
+            .client
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// `POST /auth{query}` and the plain-text token it returns.
+    pub async fn token(&self, query: &str) -> String {
+        let response = self
+            .client
+            .post(self.url(&format!("/auth{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "POST /auth{query}");
+        response.text().await.unwrap()
+    }
+
+    pub async fn grpc(&self) -> KeyServiceClient<Channel> {
+        KeyServiceClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("gRPC connects")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        match &self.config.store {
+            StoreUrl::Sqlite { path, .. } => path.clone(),
+            StoreUrl::Postgres(_) => panic!("not a sqlite store"),
+        }
+    }
+
+    /// Stops the server gracefully and returns its store directory for a restart.
+    pub async fn stop(mut self) -> (Config, TempDir) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("server stops within the drain timeout")
+                .expect("server task did not panic")
+                .expect("server exits cleanly");
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (self.config.clone(), dir)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Verifies `token` the way a relying party would: find its `kid` in `jwks`,
+/// build the key from the JWK's `n` and `e` alone, check RS256 and the times.
+pub fn verify(token: &str, jwks: &Value) -> Result<TokenData<Value>, String> {
+    verify_with(token, jwks, |_| {})
+}
+
+pub fn verify_with(
+    token: &str,
+    jwks: &Value,
+    adjust: impl FnOnce(&mut Validation),
+) -> Result<TokenData<Value>, String> {
+    let header = decode_header(token).map_err(|e| format!("bad header: {e}"))?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwk = jwks["keys"]
+        .as_array()
+        .ok_or("no keys array")?
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or_else(|| format!("kid {kid} not in JWKS"))?;
+    let key = DecodingKey::from_rsa_components(
+        jwk["n"].as_str().ok_or("no n")?,
+        jwk["e"].as_str().ok_or("no e")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = 0;
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "sub", "jti"]);
+    adjust(&mut validation);
+    decode::<Value>(token, &key, &validation).map_err(|e| e.to_string())
+}
+
+/// The claims of a token, read without verifying (to inspect expired ones).
+pub fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("three segments");
+    serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
+}
+
+pub fn header(token: &str) -> Value {
+    let header = token.split('.').next().unwrap();
+    serde_json::from_slice(&B64.decode(header).unwrap()).unwrap()
+}
+
+pub fn kids(jwks: &Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
