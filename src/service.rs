@@ -28,9 +28,6 @@ use crate::{
     time::Timestamp,
 };
 
-/// How far in the past an `expired=true` token's `exp` lies: well beyond any
-/// verifier's clock-skew leeway, so a correct verifier always rejects it.
-pub const EXPIRED_TOKEN_AGE: Duration = Duration::from_secs(3600);
 /// Limits on caller-supplied claim values.
 pub const MAX_CLAIM_LEN: usize = 256;
 pub const MAX_AUDIENCES: usize = 16;
@@ -244,8 +241,10 @@ impl KeyService {
 
         let ring = self.inner.ring.load();
         let (key, issued_at, expires_at) = if request.expired {
+            // The last token this key could have signed: it expired when the
+            // key retired, at least --retain-after ago.
             let key = ring.expired_signer(now).ok_or(Error::NoExpiredKey)?;
-            let expires_at = now - EXPIRED_TOKEN_AGE;
+            let expires_at = key.meta.retires_at.min(now);
             (key, expires_at - lifetime, expires_at)
         } else {
             let key = ring.signer(now).ok_or(Error::NoSigningKey)?;

@@ -10,8 +10,8 @@
 //!    verifier can lose the key.
 //!
 //! [`Policy::validate`] refuses settings that would break either rule. The
-//! schedule creates each key one reload interval earlier than rule 1 needs, so a
-//! background loop that runs every `reload_every` is never late.
+//! schedule creates each key two reload intervals earlier than rule 1 needs, so
+//! a background loop that runs every `reload_every` is never late.
 
 use std::time::Duration;
 
@@ -94,6 +94,12 @@ impl Policy {
 
     pub fn min_retain_after(&self) -> Duration {
         self.token_ttl + self.jwks_max_age + self.clock_skew
+    }
+
+    /// How much earlier than rule 1 requires the schedule creates the next key:
+    /// two reload intervals, so a refresher that runs late is still on time.
+    pub fn rotation_slack(&self) -> Duration {
+        self.reload_every * 2
     }
 
     /// How long a key lives from the moment it starts signing until it expires.
@@ -195,11 +201,11 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
     };
     let key_at = |generation, activates_at| key_for(generation, activates_at, policy.rotate_every);
     // A key that signs at once had no time to be published ahead, so it must
-    // sign at least until its successor can be: publish_ahead + reload_every.
+    // sign at least until its successor can: publish_ahead + rotation_slack.
     let key_now = || {
         let signs_for = policy
             .rotate_every
-            .max(policy.publish_ahead + policy.reload_every);
+            .max(policy.publish_ahead + policy.rotation_slack());
         key_for(next_generation, now, signs_for)
     };
 
@@ -233,7 +239,7 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
             let earliest = now + policy.publish_ahead;
             let activates_at = match trigger {
                 Trigger::Operator => Some(earliest),
-                Trigger::Schedule if newest.retires_at <= earliest + policy.reload_every => {
+                Trigger::Schedule if newest.retires_at <= earliest + policy.rotation_slack() => {
                     Some(newest.retires_at.max(earliest))
                 }
                 Trigger::Schedule => None,
@@ -260,13 +266,13 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
 
 /// When the schedule next wants a key created (`None` for an empty store).
 ///
-/// One reload interval earlier than strictly needed: the background loop runs
-/// at least that often, so the next key is always created in time to take
-/// over exactly when the current one retires.
+/// [`Policy::rotation_slack`] earlier than strictly needed, so a background
+/// loop that runs every `reload_every` creates the next key in time to take
+/// over exactly when the current one retires, even if it runs late.
 pub fn next_rotation_at(keys: &[KeyMeta], policy: &Policy) -> Option<Timestamp> {
     keys.iter()
         .min_by(|a, b| KeyMeta::newest_first(a, b))
-        .map(|newest| newest.retires_at - policy.publish_ahead - policy.reload_every)
+        .map(|newest| newest.retires_at - policy.publish_ahead - policy.rotation_slack())
 }
 
 #[cfg(test)]
@@ -335,7 +341,7 @@ mod tests {
         apply(&mut keys, plan_rotation(&[], at(0), &p, Trigger::Schedule));
         let retires = keys[1].retires_at;
         let due = next_rotation_at(&keys, &p).unwrap();
-        assert_eq!(due, retires - p.publish_ahead - p.reload_every);
+        assert_eq!(due, retires - p.publish_ahead - p.rotation_slack());
         assert!(
             plan_rotation(&keys, due - Duration::from_secs(1), &p, Trigger::Schedule)
                 .create

@@ -201,15 +201,15 @@ mod tests {
             Timestamp::from_unix(0),
             &policy(),
         );
-        // Next rotation is due at retires (1000) - publish_ahead (55) - reload_every (5).
-        assert_eq!(ring.jwks().next_change, Timestamp::from_unix(940));
+        // Next rotation is due at retires (1000) - publish_ahead (55) - 2 x reload_every (5).
+        assert_eq!(ring.jwks().next_change, Timestamp::from_unix(935));
         let configured = Duration::from_secs(50);
         assert_eq!(
             ring.jwks().max_age(Timestamp::from_unix(0), configured),
             configured
         );
         assert_eq!(
-            ring.jwks().max_age(Timestamp::from_unix(930), configured),
+            ring.jwks().max_age(Timestamp::from_unix(925), configured),
             Duration::from_secs(10)
         );
     }

@@ -156,7 +156,8 @@ impl KeyStore for SqlStore {
                     .await?;
             }
             Dialect::Postgres => {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                // Selecting from the (void) function keeps the row decodable by `Any`.
+                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
                     .bind(ROTATION_LOCK_ID)
                     .execute(&mut *tx)
                     .await?;

@@ -166,11 +166,11 @@ async fn through_many_rotations_every_token_verifies_until_it_expires() {
     let mut issued: Vec<(String, i64)> = Vec::new();
     let mut signing_kids = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
-    let mut round = 0;
+    let mut round = 0u32;
     while tokio::time::Instant::now() < deadline {
         round += 1;
         // Issue through both doors.
-        let token = if round % 2 == 0 {
+        let token = if round.is_multiple_of(2) {
             app.token("").await
         } else {
             grpc.issue_token(jwks_server::proto::IssueTokenRequest::default())

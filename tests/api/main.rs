@@ -4,5 +4,6 @@
 
 mod helpers;
 mod keys;
+mod replicas;
 mod rest;
 mod rpc;

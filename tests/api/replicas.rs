@@ -1,0 +1,520 @@
+//! Several replicas on one PostgreSQL database, as separate processes.
+//!
+//! Needs `JWKS_TEST_DATABASE_URL` (a role that may create databases, e.g. what
+//! `.ci/postgres.sh` prints). Without it these tests print why and skip; CI
+//! always sets it. Each test creates its own database and drops it after.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use jwks_server::{
+    proto::{IssueTokenRequest, key_service_client::KeyServiceClient},
+    store::{KeyStore, SqlStore, StoredKey},
+};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, Connection};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command},
+    sync::watch,
+};
+
+use crate::helpers::{TEST_KEK, claims, header, kids, now, verify};
+
+/// A database of its own for one test.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("JWKS_TEST_DATABASE_URL") else {
+            eprintln!(
+                "skipping: JWKS_TEST_DATABASE_URL is unset (run .ci/postgres.sh and export what it prints)"
+            );
+            return None;
+        };
+        let name = format!(
+            "jwks_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("admin connection");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
+        let url = format!("{base}/{name}");
+        Some(Self {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    async fn keys(&self) -> Vec<StoredKey> {
+        let store = SqlStore::connect(&self.url).await.unwrap();
+        let keys = store.load().await.unwrap();
+        store.close().await;
+        keys
+    }
+
+    /// The same database reached through `port` (a proxy) instead.
+    fn url_via(&self, port: u16) -> String {
+        self.url.replace(":5432/", &format!(":{port}/"))
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside async; use a runtime of our own on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One replica: the real binary in its own process.
+struct Replica {
+    child: Child,
+    http: String,
+    grpc: SocketAddr,
+}
+
+/// Settings under which keys rotate every second.
+const FAST: &[(&str, &str)] = &[
+    ("JWKS_TOKEN_TTL", "2s"),
+    ("JWKS_ROTATE_EVERY", "1s"),
+    ("JWKS_JWKS_MAX_AGE", "1s"),
+    ("JWKS_RELOAD_EVERY", "1s"),
+    ("JWKS_CLOCK_SKEW", "1s"),
+    ("JWKS_KEEP_EXPIRED", "1000"),
+];
+
+impl Replica {
+    async fn spawn(store_url: &str, settings: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jwks-server"));
+        command
+            .env_clear()
+            .env("JWKS_STORE", store_url)
+            .env("JWKS_KEK", TEST_KEK)
+            .env("JWKS_HTTP_ADDR", "127.0.0.1:0")
+            .env("JWKS_GRPC_ADDR", "127.0.0.1:0")
+            .env("JWKS_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(settings.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("replica starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == "jwks-server listening"
+                {
+                    return event;
+                }
+            }
+            panic!("replica exited before listening");
+        })
+        .await
+        .expect("replica listens within 30 s");
+        // Keep draining its log so the pipe never fills and blocks it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            http: format!("http://{}", listening["http_addr"].as_str().unwrap()),
+            grpc: listening["grpc_addr"].as_str().unwrap().parse().unwrap(),
+        }
+    }
+
+    async fn jwks(&self, client: &reqwest::Client) -> Value {
+        let response = client
+            .get(format!("{}/.well-known/jwks.json", self.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn rest_token(&self, client: &reqwest::Client) -> Result<String, String> {
+        let response = client
+            .post(format!("{}/auth", self.http))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != 200 {
+            return Err(format!("POST /auth: {}", response.status()));
+        }
+        response.text().await.map_err(|e| e.to_string())
+    }
+
+    async fn grpc_token(&self) -> Result<String, String> {
+        let mut client = KeyServiceClient::connect(format!("http://{}", self.grpc))
+            .await
+            .map_err(|e| e.to_string())?;
+        let response = client
+            .issue_token(IssueTokenRequest::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response.into_inner().token)
+    }
+
+    async fn health(&self, client: &reqwest::Client) -> Value {
+        client
+            .get(format!("{}/health", self.http))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Asserts the store holds exactly one key per rotation slot.
+fn assert_one_key_per_slot(keys: &[StoredKey]) {
+    let mut by_generation: Vec<&StoredKey> = keys.iter().collect();
+    by_generation.sort_by_key(|k| k.meta.generation);
+    let generations: Vec<i64> = by_generation.iter().map(|k| k.meta.generation).collect();
+    let expected: Vec<i64> = (1..=generations.len() as i64).collect();
+    assert_eq!(
+        generations, expected,
+        "generations are contiguous, none doubled"
+    );
+    let starts: HashSet<i64> = keys.iter().map(|k| k.meta.activates_at.unix()).collect();
+    assert_eq!(
+        starts.len(),
+        keys.len(),
+        "no two keys take over at the same instant"
+    );
+}
+
+#[tokio::test]
+async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let replicas = futures_join3(
+        Replica::spawn(&db.url, &[]),
+        Replica::spawn(&db.url, &[]),
+        Replica::spawn(&db.url, &[]),
+    )
+    .await;
+    let keys = db.keys().await;
+    assert_eq!(keys.len(), 2, "one active and one expired key, once");
+    assert_one_key_per_slot(&keys);
+    let client = reqwest::Client::new();
+    let first = kids(&replicas[0].jwks(&client).await);
+    for replica in &replicas[1..] {
+        assert_eq!(kids(&replica.jwks(&client).await), first);
+    }
+}
+
+async fn futures_join3(
+    a: impl Future<Output = Replica>,
+    b: impl Future<Output = Replica>,
+    c: impl Future<Output = Replica>,
+) -> Vec<Replica> {
+    let (a, b, c) = tokio::join!(a, b, c);
+    vec![a, b, c]
+}
+
+#[tokio::test]
+async fn tokens_from_any_replica_verify_against_the_jwks_of_any_replica_through_rotations() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let replicas = futures_join3(
+        Replica::spawn(&db.url, FAST),
+        Replica::spawn(&db.url, FAST),
+        Replica::spawn(&db.url, FAST),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut issued: Vec<(String, i64)> = Vec::new();
+    let mut signing_kids = HashSet::new();
+    let mut cached: HashMap<usize, (Value, tokio::time::Instant)> = HashMap::new();
+    let (mut tokens, mut verifications) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    let mut round = 0usize;
+    while signing_kids.len() < 12 && tokio::time::Instant::now() < deadline {
+        round += 1;
+        let issuer = &replicas[round % 3];
+        let token = if round.is_multiple_of(2) {
+            issuer.rest_token(&client).await
+        } else {
+            issuer.grpc_token().await
+        }
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        tokens += 1;
+        let kid = header(&token)["kid"].as_str().unwrap().to_owned();
+        signing_kids.insert(kid.clone());
+        issued.push((token.clone(), claims(&token)["exp"].as_i64().unwrap()));
+
+        // A verifier that caches each replica's JWKS for max-age (1 s).
+        let verifier = (round * 7 + 1) % 3;
+        let entry = cached.entry(verifier).or_insert((
+            Value::Null,
+            tokio::time::Instant::now() - Duration::from_secs(5),
+        ));
+        if entry.1.elapsed() >= Duration::from_secs(1) {
+            *entry = (
+                replicas[verifier].jwks(&client).await,
+                tokio::time::Instant::now(),
+            );
+        }
+        assert!(
+            kids(&entry.0).contains(&kid),
+            "round {round}: replica {verifier}'s cached JWKS lacks {kid}"
+        );
+
+        // Every unexpired token verifies against a fresh JWKS from some replica.
+        let fresh = replicas[(round * 5 + 2) % 3].jwks(&client).await;
+        for (token, exp) in &issued {
+            if *exp > now() + 1 {
+                verify(token, &fresh).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                verifications += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys = db.keys().await;
+    assert_one_key_per_slot(&keys);
+    println!(
+        "replicas: 3, tokens issued: {tokens}, signing keys seen: {}, verifications: {verifications}, \
+         verification failures: 0, keys in store: {}, duplicate keys: 0",
+        signing_kids.len(),
+        keys.len()
+    );
+    assert!(
+        signing_kids.len() >= 11,
+        "at least 10 rotations, saw {} signing keys",
+        signing_kids.len()
+    );
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut and restore, leaving the
+/// real server untouched.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (accept_up, accept_cut) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let mut cuts = accept_cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    // Keys are published 4 s ahead and created 2 s before that, so a replica
+    // always holds keys that can sign for at least ~5 s: longer than the cut.
+    let settings: &[(&str, &str)] = &[
+        ("JWKS_TOKEN_TTL", "2s"),
+        ("JWKS_ROTATE_EVERY", "3s"),
+        ("JWKS_JWKS_MAX_AGE", "3s"),
+        ("JWKS_RELOAD_EVERY", "1s"),
+        ("JWKS_CLOCK_SKEW", "1s"),
+    ];
+    let via_proxy = db.url_via(proxy.port);
+    let (a, b) = tokio::join!(
+        Replica::spawn(&via_proxy, settings),
+        Replica::spawn(&via_proxy, settings)
+    );
+    let replicas = [a, b];
+    let client = reqwest::Client::new();
+    // Let a rotation or two happen, so a pending key is in hand.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let generation_before = db
+        .keys()
+        .await
+        .iter()
+        .map(|k| k.meta.generation)
+        .max()
+        .unwrap();
+
+    proxy.cut();
+    let mut degraded = HashSet::new();
+    let cut_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut requests = 0;
+    while tokio::time::Instant::now() < cut_until {
+        for (i, replica) in replicas.iter().enumerate() {
+            let token = replica
+                .rest_token(&client)
+                .await
+                .unwrap_or_else(|e| panic!("during the outage: {e}"));
+            let jwks = replica.jwks(&client).await;
+            verify(&token, &jwks).unwrap();
+            replica
+                .grpc_token()
+                .await
+                .unwrap_or_else(|e| panic!("gRPC during the outage: {e}"));
+            let health = replica.health(&client).await;
+            if health["status"] == "degraded" {
+                assert_eq!(health["store"]["status"], "unreachable");
+                assert!(health["signing_for_seconds"].as_u64().is_some(), "{health}");
+                degraded.insert(i);
+            }
+            requests += 3;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        degraded.len(),
+        2,
+        "both replicas reported the outage in /health"
+    );
+    assert!(requests > 20);
+
+    proxy.restore();
+    // Rotation resumes and both replicas converge on the same key set.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let generation_now = db
+            .keys()
+            .await
+            .iter()
+            .map(|k| k.meta.generation)
+            .max()
+            .unwrap();
+        let (ja, jb) = (
+            replicas[0].jwks(&client).await,
+            replicas[1].jwks(&client).await,
+        );
+        let healthy = replicas[0].health(&client).await["status"] == "ok"
+            && replicas[1].health(&client).await["status"] == "ok";
+        if generation_now > generation_before + 1 && kids(&ja) == kids(&jb) && healthy {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_one_key_per_slot(&db.keys().await);
+}
+
+#[tokio::test]
+async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let mut replicas = futures_join3(
+        Replica::spawn(&db.url, FAST),
+        Replica::spawn(&db.url, FAST),
+        Replica::spawn(&db.url, FAST),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    // Kill replicas at arbitrary moments of their rotation cycle, one by one,
+    // leaving one; each time the survivors must go on creating keys.
+    for delay_ms in [1_300u64, 2_100] {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let mut victim = replicas.remove(0);
+        victim.child.start_kill().unwrap();
+        victim.child.wait().await.unwrap();
+        let before = db
+            .keys()
+            .await
+            .iter()
+            .map(|k| k.meta.generation)
+            .max()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while db
+            .keys()
+            .await
+            .iter()
+            .map(|k| k.meta.generation)
+            .max()
+            .unwrap()
+            < before + 2
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "survivors stopped rotating"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for replica in &replicas {
+            let token = replica.rest_token(&client).await.unwrap();
+            for other in &replicas {
+                verify(&token, &other.jwks(&client).await).unwrap();
+            }
+        }
+    }
+    assert_one_key_per_slot(&db.keys().await);
+}
