@@ -12,12 +12,14 @@
 //! - [`store`]: the [`store::KeyStore`] trait and its SQLite/PostgreSQL store.
 //! - [`transport`]: the gRPC and REST adapters; only they know tonic and axum.
 //! - [`error`]: the one domain error.
+//! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`admin`]: the `keys` subcommands for operators.
 
 pub mod admin;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -311,6 +311,13 @@ impl KeyService {
             .collect()
     }
 
+    /// When the schedule next wants a key created.
+    pub fn next_rotation(&self) -> Option<Timestamp> {
+        let ring = self.inner.ring.load();
+        let metas: Vec<KeyMeta> = ring.keys().iter().map(|k| k.meta.clone()).collect();
+        crate::keys::policy::next_rotation_at(&metas, &self.inner.policy)
+    }
+
     /// When the background loop should next look at the store, at the latest:
     /// the next scheduled rotation or key-set change.
     pub fn next_deadline(&self) -> Timestamp {

@@ -24,6 +24,7 @@ use crate::{
         policy::{PolicyError, Trigger},
         seal::{Kek, KekRing, SealError},
     },
+    metrics::Metrics,
     service::{KeyService, StartError, StoreHealth},
     store::{KeyStore, SqlStore, StoreError},
     time::Timestamp,
@@ -196,12 +197,13 @@ impl Application {
         let http_addr = http.local_addr().unwrap_or(config.http_addr);
         let grpc_addr = grpc.local_addr().unwrap_or(config.grpc_addr);
         let stop = CancellationToken::new();
-        let (health, grpc_routes) = grpc::routes(service.clone()).await;
+        let metrics = Arc::new(Metrics::new());
+        let (health, grpc_routes) = grpc::routes(service.clone(), metrics.clone()).await;
 
         let refresher = tokio::spawn(refresh_keys(service.clone(), health.clone(), stop.clone()));
 
         let http_stop = stop.clone();
-        let router = http::router(service.clone(), grpc_addr);
+        let router = http::router(service.clone(), metrics, grpc_addr);
         let http_server = tokio::spawn(async move {
             axum::serve(http, router)
                 .with_graceful_shutdown(async move { http_stop.cancelled().await })

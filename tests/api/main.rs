@@ -4,6 +4,7 @@
 
 mod helpers;
 mod keys;
+mod ops;
 mod replicas;
 mod rest;
 mod rpc;

@@ -7,7 +7,6 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -22,13 +21,13 @@ use jwks_server::{
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
     net::{TcpListener, TcpStream},
-    process::{Child, Command},
     sync::watch,
 };
 
-use crate::helpers::{TEST_KEK, claims, header, kids, now, verify};
+use crate::helpers::{ServerProcess, claims, header, kids, now, verify};
+
+type Replica = ServerProcess;
 
 /// A database of its own for one test.
 struct TestDatabase {
@@ -105,13 +104,6 @@ impl Drop for TestDatabase {
     }
 }
 
-/// One replica: the real binary in its own process.
-struct Replica {
-    child: Child,
-    http: String,
-    grpc: SocketAddr,
-}
-
 /// Settings under which keys rotate every second.
 const FAST: &[(&str, &str)] = &[
     ("JWKS_TOKEN_TTL", "2s"),
@@ -123,42 +115,10 @@ const FAST: &[(&str, &str)] = &[
 ];
 
 impl Replica {
-    async fn spawn(store_url: &str, settings: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_jwks-server"));
-        command
-            .env_clear()
-            .env("JWKS_STORE", store_url)
-            .env("JWKS_KEK", TEST_KEK)
-            .env("JWKS_HTTP_ADDR", "127.0.0.1:0")
-            .env("JWKS_GRPC_ADDR", "127.0.0.1:0")
-            .env("JWKS_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(settings.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("replica starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let listening = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["message"] == "jwks-server listening"
-                {
-                    return event;
-                }
-            }
-            panic!("replica exited before listening");
-        })
-        .await
-        .expect("replica listens within 30 s");
-        // Keep draining its log so the pipe never fills and blocks it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            http: format!("http://{}", listening["http_addr"].as_str().unwrap()),
-            grpc: listening["grpc_addr"].as_str().unwrap().parse().unwrap(),
-        }
+    async fn start_on(store_url: &str, settings: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(&str, &str)> = vec![("JWKS_STORE", store_url)];
+        env.extend_from_slice(settings);
+        ServerProcess::spawn(&env).await
     }
 
     async fn jwks(&self, client: &reqwest::Client) -> Value {
@@ -230,9 +190,9 @@ async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
         return;
     };
     let replicas = futures_join3(
-        Replica::spawn(&db.url, &[]),
-        Replica::spawn(&db.url, &[]),
-        Replica::spawn(&db.url, &[]),
+        Replica::start_on(&db.url, &[]),
+        Replica::start_on(&db.url, &[]),
+        Replica::start_on(&db.url, &[]),
     )
     .await;
     let keys = db.keys().await;
@@ -260,9 +220,9 @@ async fn tokens_from_any_replica_verify_against_the_jwks_of_any_replica_through_
         return;
     };
     let replicas = futures_join3(
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
     )
     .await;
     let client = reqwest::Client::new();
@@ -390,8 +350,8 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     ];
     let via_proxy = db.url_via(proxy.port);
     let (a, b) = tokio::join!(
-        Replica::spawn(&via_proxy, settings),
-        Replica::spawn(&via_proxy, settings)
+        Replica::start_on(&via_proxy, settings),
+        Replica::start_on(&via_proxy, settings)
     );
     let replicas = [a, b];
     let client = reqwest::Client::new();
@@ -473,9 +433,9 @@ async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
         return;
     };
     let mut replicas = futures_join3(
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
     )
     .await;
     let client = reqwest::Client::new();
