@@ -13,8 +13,10 @@
 //! - [`transport`]: the gRPC and REST adapters; only they know tonic and axum.
 //! - [`error`]: the one domain error.
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
-//! - [`admin`]: the `keys` subcommands for operators.
+//! - [`access`]: opt-in client authentication and rate limits.
+//! - [`admin`]: the operator subcommands.
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod error;

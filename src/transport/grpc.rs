@@ -9,6 +9,7 @@ use tonic::{Code, Request, Response, Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    access::{Caller, Credentials},
     error::Error,
     keys::crypto::PublicJwk,
     metrics::{Door, JwksOutcome, Metrics},
@@ -141,18 +142,55 @@ impl KeyServiceRpc for GrpcKeyService {
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
         let started = Instant::now();
-        let request = TokenRequest::from(request.into_inner());
-        let result = self
-            .service
-            .issue_token(&request, Timestamp::now())
-            .map(|issued| {
-                self.metrics.token_issued(Door::Grpc, request.expired);
-                Response::new(issued.into())
-            })
-            .map_err(to_status);
+        let result = match caller(&request) {
+            Ok(caller) => {
+                let token_request = TokenRequest::from(request.into_inner());
+                self.service
+                    .issue_token(&token_request, &caller, Timestamp::now())
+                    .await
+                    .map(|issued| {
+                        self.metrics.token_issued(Door::Grpc, token_request.expired);
+                        Response::new(issued.into())
+                    })
+                    .map_err(to_status)
+            }
+            Err(status) => Err(status),
+        };
         self.observe("IssueToken", started, &result);
         result
     }
+}
+
+/// Who is calling: credentials from `authorization: Basic …` metadata, or
+/// `x-client-id` / `x-client-secret`, and the peer address.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let metadata = request.metadata();
+    let text = |key: &str| -> Result<Option<String>, Status> {
+        metadata
+            .get(key)
+            .map(|v| {
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    Status::invalid_argument(format!("metadata {key} is not valid text"))
+                })
+            })
+            .transpose()
+    };
+    let mut credentials = match text("authorization")? {
+        Some(value) => Credentials::from_authorization(&value).map_err(Status::invalid_argument)?,
+        None => None,
+    };
+    if credentials.is_none()
+        && let Some(id) = text("x-client-id")?
+    {
+        credentials = Some(Credentials {
+            id,
+            secret: text("x-client-secret")?.unwrap_or_default(),
+        });
+    }
+    Ok(Caller {
+        credentials,
+        addr: request.remote_addr().map(|addr| addr.ip()),
+    })
 }
 
 impl From<&PublicJwk> for proto::Jwk {
@@ -197,6 +235,17 @@ impl From<IssuedToken> for IssueTokenResponse {
 fn to_status(err: Error) -> Status {
     match err {
         Error::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+        Error::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
+        Error::PermissionDenied(_) => Status::permission_denied(err.to_string()),
+        Error::RateLimited { retry_after } => {
+            let mut status = Status::resource_exhausted(err.to_string());
+            let seconds =
+                (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+            if let Ok(value) = seconds.to_string().parse() {
+                status.metadata_mut().insert("retry-after", value);
+            }
+            status
+        }
         Error::NoSigningKey | Error::NoExpiredKey => Status::unavailable(err.to_string()),
         Error::Internal(_) => {
             tracing::error!(error = %err.chain(), "IssueToken failed");

@@ -6,15 +6,14 @@ use axum::{
     body::Bytes,
     http::{HeaderMap, StatusCode, header},
 };
-use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use serde::Deserialize;
 
 use super::{ApiError, MAX_BODY_BYTES};
-use crate::{error::Error, service::TokenRequest};
+use crate::{access::Credentials, error::Error, service::TokenRequest};
 
 /// What `/auth` reads from a JSON or form body. Unknown members are ignored:
 /// clients send all sorts (grant_type, scope…).
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 pub struct AuthBody {
     /// Becomes the `sub` claim.
     username: Option<String>,
@@ -25,6 +24,25 @@ pub struct AuthBody {
     /// Token lifetime in seconds, 1 up to --token-ttl (alias `expires_in`).
     #[serde(alias = "expires_in")]
     lifetime_seconds: Option<i64>,
+    /// Client credentials, when the server requires them (or use HTTP Basic).
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for AuthBody {
+    // Written out so a client secret can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthBody")
+            .field("username", &self.username)
+            .field("audience", &self.audience)
+            .field("lifetime_seconds", &self.lifetime_seconds)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,7 +57,7 @@ pub fn auth_request(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<TokenRequest, ApiError> {
+) -> Result<(TokenRequest, Option<Credentials>), ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -54,18 +72,19 @@ pub fn auth_request(
         )
     })?;
     let expired = parse_expired(query.unwrap_or_default())?;
-    let fields = parse_body(headers, &body)?;
-    let basic_user = basic_username(headers)?;
-    Ok(TokenRequest {
+    let mut fields = parse_body(headers, &body)?;
+    let credentials = credentials(headers, &mut fields)?;
+    let request = TokenRequest {
         expired,
-        subject: fields.username.or(basic_user),
+        subject: fields.username,
         audience: match fields.audience {
             None => Vec::new(),
             Some(OneOrMany::One(aud)) => vec![aud],
             Some(OneOrMany::Many(auds)) => auds,
         },
         lifetime_seconds: fields.lifetime_seconds,
-    })
+    };
+    Ok((request, credentials))
 }
 
 /// `expired` present with no value, `true` or `1`: expired; `false`, `0` or
@@ -150,6 +169,8 @@ fn parse_form_body(body: &[u8]) -> Result<AuthBody, String> {
     for (name, value) in form_urlencoded::parse(body) {
         match name.as_ref() {
             "username" => fields.username = Some(value.into_owned()),
+            "client_id" => fields.client_id = Some(value.into_owned()),
+            "client_secret" => fields.client_secret = Some(value.into_owned()),
             "audience" | "aud" => audiences.push(value.into_owned()),
             "lifetime_seconds" | "expires_in" => {
                 let secs = value
@@ -166,27 +187,26 @@ fn parse_form_body(body: &[u8]) -> Result<AuthBody, String> {
     Ok(fields)
 }
 
-/// The username of HTTP Basic credentials; Bearer and other schemes carry none.
-fn basic_username(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::bad_request(
-            "malformed Authorization header: expected Basic base64(username:password) or Bearer TOKEN",
-        )
-    };
-    let value = value.to_str().map_err(|_| bad())?;
-    let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Ok(None);
+/// Credentials from HTTP Basic, or else from `client_id`/`client_secret`
+/// body fields.
+fn credentials(
+    headers: &HeaderMap,
+    fields: &mut AuthBody,
+) -> Result<Option<Credentials>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Authorization header is not valid text"))?;
+        if let Some(found) =
+            Credentials::from_authorization(value).map_err(ApiError::bad_request)?
+        {
+            return Ok(Some(found));
+        }
     }
-    let decoded = B64.decode(credentials.trim()).map_err(|_| bad())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-    let username = decoded
-        .split_once(':')
-        .map_or(decoded.as_str(), |(user, _)| user);
-    Ok((!username.is_empty()).then(|| username.to_owned()))
+    Ok(fields.client_id.take().map(|id| Credentials {
+        id,
+        secret: fields.client_secret.take().unwrap_or_default(),
+    }))
 }
 
 #[cfg(test)]

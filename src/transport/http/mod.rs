@@ -12,9 +12,9 @@ use std::{
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, MatchedPath, RawQuery, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, RawQuery, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -24,6 +24,7 @@ use serde_json::json;
 use utoipa::OpenApi;
 
 use crate::{
+    access::Caller,
     error::Error,
     metrics::{Door, JwksOutcome, Metrics},
     service::{IssuedToken, KeyService, StoreHealth},
@@ -32,12 +33,14 @@ use crate::{
 
 mod auth_input;
 mod dto;
+mod serve;
 
 pub use auth_input::{AuthBody, auth_request};
 use dto::{
     Endpoints, ErrorBody, GrpcEndpoint, HealthReport, IssuerMetadata, JwkSet, ServiceDiscovery,
     ServiceStatus, StoreStatus, TokenResponse,
 };
+pub use serve::serve;
 
 /// The OpenAPI 3.1 description of the REST facade, generated from the handlers.
 #[derive(OpenApi)]
@@ -73,8 +76,14 @@ struct AppState {
     grpc_port: u16,
 }
 
-/// The REST facade over `service`.
-pub fn router(service: KeyService, metrics: Arc<Metrics>, grpc_addr: SocketAddr) -> Router {
+/// The REST facade over `service`. Requests that take longer than
+/// `request_timeout` (a slow body, say) get 408.
+pub fn router(
+    service: KeyService,
+    metrics: Arc<Metrics>,
+    grpc_addr: SocketAddr,
+    request_timeout: std::time::Duration,
+) -> Router {
     let state = AppState {
         service,
         metrics,
@@ -97,6 +106,10 @@ pub fn router(service: KeyService, metrics: Arc<Metrics>, grpc_addr: SocketAddr)
         .route("/auth", axum::routing::post(auth))
         .route("/metrics", get(prometheus_metrics))
         .fallback(not_found)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             log_and_explain,
@@ -112,6 +125,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     detail: String,
+    /// `WWW-Authenticate`, `Retry-After` and the like.
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -120,21 +135,31 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            headers: Vec::new(),
         }
     }
 
     fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
     }
+
+    fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({"error": self.code, "detail": self.detail})),
         )
-            .into_response()
+            .into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 
@@ -144,13 +169,28 @@ impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let status = match &err {
             Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoSigningKey | Error::NoExpiredKey => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => {
                 tracing::error!(error = %err.chain(), "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        Self::new(status, err.code(), err.client_message())
+        let api = Self::new(status, err.code(), err.client_message());
+        match &err {
+            Error::Unauthenticated(_) => api.with_header(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"jwks-server\", charset=\"UTF-8\""),
+            ),
+            Error::RateLimited { retry_after } => {
+                // Round up: retrying early only earns another 429.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                api.with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+            }
+            _ => api,
+        }
     }
 }
 
@@ -163,14 +203,26 @@ async fn log_and_explain(State(state): State<AppState>, request: Request, next: 
         .get::<MatchedPath>()
         .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
     let mut response = next.run(request).await;
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        // axum adds the `Allow` header after this layer has run.
-        response = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} is not allowed on {route}; the Allow header lists what is"),
-        )
-        .into_response();
+    // Give the bodiless answers of lower layers a JSON body like every other error.
+    match response.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            // axum adds the `Allow` header after this layer has run.
+            response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {route}; the Allow header lists what is"),
+            )
+            .into_response();
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request took too long to arrive; send it whole and promptly",
+            )
+            .into_response();
+        }
+        _ => {}
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -428,18 +480,29 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
         (status = 200, description = "A compact JWT (text/plain), or JSON with Accept: application/json",
             content((String = "text/plain"), (TokenResponse = "application/json"))),
         (status = 400, description = "A bad parameter or body", body = ErrorBody),
+        (status = 401, description = "Client credentials required (with --clients-file)", body = ErrorBody),
+        (status = 403, description = "Expired tokens disabled, or an audience the client may not ask for", body = ErrorBody),
+        (status = 429, description = "Rate limited (with --rate-limit); see Retry-After", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "A body of an unsupported type", body = ErrorBody),
         (status = 503, description = "No key can sign", body = ErrorBody),
     ))]
 async fn auth(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = auth_request(query.as_deref(), &headers, body)?;
-    let issued = state.service.issue_token(&request, Timestamp::now())?;
+    let (request, credentials) = auth_request(query.as_deref(), &headers, body)?;
+    let caller = Caller {
+        credentials,
+        addr: peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+    };
+    let issued = state
+        .service
+        .issue_token(&request, &caller, Timestamp::now())
+        .await?;
     state.metrics.token_issued(Door::Rest, request.expired);
     Ok(token_response(&headers, &issued))
 }
