@@ -287,18 +287,26 @@ impl Application {
 /// health in step with whether this replica can sign.
 async fn refresh_keys(service: KeyService, health: grpc::HealthHandle, stop: CancellationToken) {
     let reload_every = service.policy().reload_every;
+    let mut failed = false;
     loop {
         let now = Timestamp::now();
-        let until_change = now.until(service.next_deadline());
-        let wait = reload_every
-            .min(until_change)
-            .max(Duration::from_millis(200));
+        // After a failure, wait a whole interval: a due rotation that cannot
+        // reach the store must not turn into a tight retry loop.
+        let wait = if failed {
+            reload_every
+        } else {
+            reload_every
+                .min(now.until(service.next_deadline()))
+                .max(Duration::from_millis(200))
+        };
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
         let now = Timestamp::now();
-        if let Err(err) = service.rotate(Trigger::Schedule, now).await {
+        let result = service.rotate(Trigger::Schedule, now).await;
+        failed = result.is_err();
+        if let Err(err) = result {
             if service.health(now).store == StoreHealth::Reachable {
                 tracing::warn!(error = %err.chain(), "key refresh failed; keeping the keys held");
             } else {

@@ -83,6 +83,12 @@ impl TestApp {
         format!("{}{path}", self.http)
     }
 
+    /// `GET {path}` as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     pub async fn jwks(&self) -> Value {
         let response = self
             .client

@@ -403,15 +403,7 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) {
 #[tokio::test]
 async fn every_documented_route_answers_as_the_openapi_document_says() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/openapi.json").await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",

@@ -72,9 +72,33 @@ impl TestDatabase {
         keys
     }
 
-    /// The same database reached through `port` (a proxy) instead.
+    async fn max_generation(&self) -> i64 {
+        self.keys()
+            .await
+            .iter()
+            .map(|k| k.meta.generation)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Where the database server listens.
+    async fn server_addr(&self) -> SocketAddr {
+        let url = reqwest::Url::parse(&self.url).expect("a URL");
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port().unwrap_or(5432);
+        tokio::net::lookup_host((host, port))
+            .await
+            .unwrap()
+            .next()
+            .expect("the database host resolves")
+    }
+
+    /// The same database reached through `port` on loopback (a proxy) instead.
     fn url_via(&self, port: u16) -> String {
-        self.url.replace(":5432/", &format!(":{port}/"))
+        let mut url = reqwest::Url::parse(&self.url).expect("a URL");
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(port)).unwrap();
+        url.to_string()
     }
 }
 
@@ -338,7 +362,7 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = Proxy::start(db.server_addr().await).await;
     // Keys are published 4 s ahead and created 2 s before that, so a replica
     // always holds keys that can sign for at least ~5 s: longer than the cut.
     let settings: &[(&str, &str)] = &[
@@ -357,13 +381,7 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     let client = reqwest::Client::new();
     // Let a rotation or two happen, so a pending key is in hand.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let generation_before = db
-        .keys()
-        .await
-        .iter()
-        .map(|k| k.meta.generation)
-        .max()
-        .unwrap();
+    let generation_before = db.max_generation().await;
 
     proxy.cut();
     let mut degraded = HashSet::new();
@@ -402,13 +420,7 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     // Rotation resumes and both replicas converge on the same key set.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let generation_now = db
-            .keys()
-            .await
-            .iter()
-            .map(|k| k.meta.generation)
-            .max()
-            .unwrap();
+        let generation_now = db.max_generation().await;
         let (ja, jb) = (
             replicas[0].jwks(&client).await,
             replicas[1].jwks(&client).await,
@@ -446,23 +458,9 @@ async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
         let mut victim = replicas.remove(0);
         victim.child.start_kill().unwrap();
         victim.child.wait().await.unwrap();
-        let before = db
-            .keys()
-            .await
-            .iter()
-            .map(|k| k.meta.generation)
-            .max()
-            .unwrap();
+        let before = db.max_generation().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while db
-            .keys()
-            .await
-            .iter()
-            .map(|k| k.meta.generation)
-            .max()
-            .unwrap()
-            < before + 2
-        {
+        while db.max_generation().await < before + 2 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "survivors stopped rotating"
