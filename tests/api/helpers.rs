@@ -236,6 +236,7 @@ impl ServerProcess {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"));
         command
             .env_clear()
+            .envs(crate::helpers::passthrough_env())
             .env("JWKS_KEK", TEST_KEK)
             .env("JWKS_HTTP_ADDR", "127.0.0.1:0")
             .env("JWKS_GRPC_ADDR", "127.0.0.1:0")
@@ -280,4 +281,12 @@ impl ServerProcess {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+}
+
+/// The parts of the test's environment a child server keeps after
+/// `env_clear()`: where coverage tools want their profiles written.
+pub fn passthrough_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| name == "LLVM_PROFILE_FILE" || name == "CARGO_LLVM_COV")
+        .collect()
 }

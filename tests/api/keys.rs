@@ -258,6 +258,7 @@ fn cli(config: &Config, args: &[&str]) -> tokio::process::Command {
     command
         .args(args)
         .env_clear()
+        .envs(crate::helpers::passthrough_env())
         .env("JWKS_STORE", config.store.connection_string())
         .env("JWKS_KEK", TEST_KEK)
         .env("JWKS_RELOAD_EVERY", "1s")

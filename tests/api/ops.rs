@@ -282,7 +282,10 @@ async fn sigterm_lets_accepted_requests_finish_refuses_new_ones_and_exits_zero()
 
 fn binary() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"));
-    command.env_clear().stdin(Stdio::null());
+    command
+        .env_clear()
+        .envs(crate::helpers::passthrough_env())
+        .stdin(Stdio::null());
     command
 }
 
