@@ -22,6 +22,7 @@
 #   LOGGED=1     also run POST /auth and GET JWKS with the default (info) request logs
 #   TWO_CORE=1   also run token issuance with the server on both cores
 #   WRK_STRICT=1 make wrk check the status of every answer (0 spares wrk the parsing)
+#   GRPC_CLIENT=h2  grpc_load's client: h2 (light on CPU) or tonic (the generated client)
 #   FAIL_ON_TARGETS=0  1: exit 1 when a target of issue #7 is missed
 #   KEEP_WORK=0  1: keep the temporary directory (logs, configs, raw outputs)
 #   ONLY=""      run only these scenarios (names as in the runs' progress lines,
@@ -45,6 +46,7 @@ NGINX_PORT=${NGINX_PORT:-18088}
 LOGGED=${LOGGED:-1}
 TWO_CORE=${TWO_CORE:-1}
 WRK_STRICT=${WRK_STRICT:-1}
+GRPC_CLIENT=${GRPC_CLIENT:-h2}
 FAIL_ON_TARGETS=${FAIL_ON_TARGETS:-0}
 KEEP_WORK=${KEEP_WORK:-0}
 ONLY=${ONLY:-}
@@ -260,7 +262,7 @@ wrk_run() { # wrk_run NAME CPUS URL [VAR=VALUE...]: one wrk run of $DURATION s
 grpc_run() { # grpc_run NAME CPUS RPC: one grpc_load run of $DURATION s
     local name=$1 cpus=$2 rpc=$3
     measure "$TARGET_PID" "$name" taskset -c "$cpus" "$GEN" --addr "$HOST:$GRPC_PORT" \
-        --rpc "$rpc" --connections "$CONNECTIONS" --concurrency "$CONNECTIONS" \
+        --rpc "$rpc" --client "$GRPC_CLIENT" --connections "$CONNECTIONS" --concurrency "$CONNECTIONS" \
         --duration "$DURATION" --threads 1
 }
 
