@@ -39,6 +39,7 @@
 # is stopped on exit.
 
 set -euo pipefail
+export LC_ALL=C # awk, sort and $EPOCHREALTIME read numbers with a dot
 
 DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-3}
@@ -230,25 +231,27 @@ wait_idle() {
 measure() {
     local pid=$1 name=$2
     shift 2
-    local out="$WORK/$name.out" before after m0 m1 gen
+    local out="$WORK/$name.out" before after m0 m1 t0 t1 gen
     before=$(cpu_ticks "$pid")
     m0=$(machine_ticks)
+    t0=$EPOCHREALTIME
     # bash's `time` gives the generator's own CPU time (user + system).
     gen=$({ TIMEFORMAT='%U %S'; time "$@" >"$out" 2>"$WORK/$name.err"; } 2>&1) ||
         {
             cat "$out" "$WORK/$name.err" >&2
             die "$name: the load generator failed"
         }
+    t1=$EPOCHREALTIME
     m1=$(machine_ticks)
     after=$(cpu_ticks "$pid")
     local result
     result=$(parse_output "$out")
     awk -v r="$result" -v b="$before" -v a="$after" -v m0="$m0" -v m1="$m1" \
-        -v gen="$gen" -v hz="$HZ" -v cores="$(nproc)" '
+        -v gen="$gen" -v hz="$HZ" -v t0="$t0" -v t1="$t1" '
         BEGIN {
             split(m0, x, " "); split(m1, y, " "); split(gen, g, " ")
-            total = y[2] - x[2]; busy = y[1] - x[1]
-            wall = total / cores / hz                  # seconds
+            busy = y[1] - x[1]
+            wall = t1 - t0                             # seconds
             if (wall <= 0) wall = 1
             srv = (a - b) / hz / wall * 100
             gcpu = (g[1] + g[2]) / wall * 100
