@@ -3,8 +3,8 @@
 # limits: openssl's one-core RSA-2048 sign rate for token issuance, and nginx
 # (one worker) serving the same JWKS bytes as a static file for the JWKS.
 #
-#   benches/load.sh                          # 10 s runs, median of 3 (~15 min)
-#   DURATION=2 REPEATS=1 benches/load.sh     # quick look (~2 min after the build)
+#   benches/load.sh                          # 10 s runs, median of 3 (~8 min)
+#   DURATION=2 REPEATS=1 benches/load.sh     # quick look (under a minute after the build)
 #
 # The server runs pinned to one core (SERVER_CPU) and the load generator to the
 # other (LOAD_CPU): wrk for REST, examples/grpc_load.rs for gRPC (it counts
@@ -33,8 +33,8 @@
 #   ONLY=""      run only these scenarios (names as in the runs' progress lines,
 #                plus openssl and nginx), e.g. ONLY="openssl rest_auth grpc_issue"
 #
-# Needs: cargo, wrk, nginx, openssl, curl, taskset (util-linux); the missing ones
-# among the last five are installed with apt-get. Everything listens on
+# Needs: cargo, wrk, nginx, openssl, curl, taskset (util-linux), pgrep (procps),
+# ss (iproute2); the missing ones but cargo are installed with apt-get. Everything listens on
 # 127.0.0.1 only, every run is bounded in time, and every process started here
 # is stopped on exit.
 
@@ -91,7 +91,8 @@ esac
 
 ensure_tools() {
     local missing=() tool package
-    for tool in wrk:wrk nginx:nginx openssl:openssl curl:curl taskset:util-linux; do
+    for tool in wrk:wrk nginx:nginx openssl:openssl curl:curl taskset:util-linux pgrep:procps \
+        ss:iproute2; do
         package=${tool#*:}
         tool=${tool%%:*}
         command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$package")
