@@ -4,7 +4,8 @@
 //! the kernel or HTTP/1 parsing (`benches/load.sh` measures those).
 //!
 //! - `rest/jwks`, `rest/jwks_if_none_match`, `rest/auth`, `rest/auth_expired`:
-//!   each route with no log subscriber installed.
+//!   each route (with its metrics and request timeout, as served) with no log
+//!   subscriber installed.
 //! - `rest_logged/…`: the same requests with an `info`-level text subscriber
 //!   writing to a sink, as the server logs by default: the cost of one log
 //!   line per request, without the cost of the write.
@@ -12,15 +13,16 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::Duration;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
     body::Body,
+    extract::ConnectInfo,
     http::{Method, Request, StatusCode, header},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
-use jwks_server::{time::Timestamp, transport::http};
+use jwks_server::{metrics::Metrics, time::Timestamp, transport::http};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
@@ -76,7 +78,11 @@ fn send(runtime: &Runtime, router: &Router, case: &Case) -> usize {
     if let Some((name, value)) = &case.header {
         request = request.header(name, value);
     }
-    let request = request.body(Body::empty()).expect("a request");
+    // The server's accept loop adds the peer address (for per-address limits).
+    let request = request
+        .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))))
+        .body(Body::empty())
+        .expect("a request");
     runtime.block_on(async {
         let response = router.clone().oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), case.expect, "{}", case.path);
@@ -97,7 +103,9 @@ fn rest(c: &mut Criterion) {
     let fixture = Fixture::start(runtime);
     let router = http::router(
         fixture.service.clone(),
+        Arc::new(Metrics::new()),
         "127.0.0.1:50051".parse().expect("an address"),
+        Duration::from_secs(10),
     );
     let etag = fixture.service.jwks(Timestamp::now()).etag.clone();
     let cases = cases(&etag);

@@ -6,12 +6,15 @@
 //! - `sign/sign_jwt`: [`SigningKey::sign_jwt`] on typical claims JSON: base64 of
 //!   the claims, the signature, base64 of it, the token string.
 //! - `sign/issue_token` and `sign/issue_token_expired`: the whole
-//!   [`KeyService::issue_token`] (validation, key choice, claims JSON, `jti`, the
-//!   signature) over a temporary SQLite store.
-//! - `hop/inline` and `hop/spawn_blocking`: `issue_token` called from a task on
-//!   a runtime worker, directly or through `spawn_blocking`: the latency a hop
-//!   to the blocking pool adds to each token (what it does to throughput and to
-//!   other requests under load is for `benches/load.sh` to show).
+//!   [`KeyService::issue_token`] (validation, access checks, key choice, claims
+//!   JSON, `jti`, the signature) over a temporary SQLite store, with the default
+//!   access settings (no client registry, no rate limit), so the future is
+//!   ready at once and `block_on` adds next to nothing.
+//! - `hop/inline` and `hop/spawn_blocking`: one `sign_jwt` with the service's
+//!   signing key, called from a task on a runtime worker, directly or through
+//!   `spawn_blocking`: the latency a hop to the blocking pool adds to each token
+//!   (what it does to throughput and to other requests under load is for
+//!   `benches/load.sh` to show).
 //!
 //! Each group reports throughput as elements (signatures) per second, to
 //! compare with `openssl speed rsa2048`'s signs/s.
@@ -21,6 +24,7 @@ mod common;
 
 use std::{
     hint::black_box,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -29,7 +33,9 @@ use aws_lc_rs::{
     signature::{RSA_PKCS1_SHA256, RsaKeyPair},
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use jwks_server::{keys::crypto::SigningKey, service::TokenRequest, time::Timestamp};
+use jwks_server::{
+    access::Caller, keys::crypto::SigningKey, service::TokenRequest, time::Timestamp,
+};
 
 use common::{Fixture, multi_thread_runtime, typical_request};
 
@@ -47,6 +53,8 @@ fn signing(c: &mut Criterion) {
 
     let fixture = Fixture::start(multi_thread_runtime());
     let service = &fixture.service;
+    let runtime = &fixture.runtime;
+    let caller = Caller::default();
     let request = typical_request();
     let expired = TokenRequest {
         expired: true,
@@ -75,15 +83,15 @@ fn signing(c: &mut Criterion) {
     });
     group.bench_function("issue_token", |b| {
         b.iter(|| {
-            service
-                .issue_token(black_box(&request), Timestamp::now())
+            runtime
+                .block_on(service.issue_token(black_box(&request), &caller, Timestamp::now()))
                 .expect("token")
         });
     });
     group.bench_function("issue_token_expired", |b| {
         b.iter(|| {
-            service
-                .issue_token(black_box(&expired), Timestamp::now())
+            runtime
+                .block_on(service.issue_token(black_box(&expired), &caller, Timestamp::now()))
                 .expect("expired token")
         });
     });
@@ -92,21 +100,21 @@ fn signing(c: &mut Criterion) {
     // From a task already on a runtime worker, as a request handler is:
     // sign right there, or hand the signature to the blocking pool and await
     // it. The time is taken inside the task, so only the hop is added.
+    let signer = Arc::clone(
+        service
+            .ring()
+            .signer(Timestamp::now())
+            .expect("a fresh store has a signing key"),
+    );
     let mut group = c.benchmark_group("hop");
     group.throughput(Throughput::Elements(1));
-    let runtime = &fixture.runtime;
     group.bench_function("inline", |b| {
         b.iter_custom(|iters| {
-            let service = service.clone();
-            let request = request.clone();
+            let signer = Arc::clone(&signer);
             let task = runtime.spawn(async move {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    black_box(
-                        service
-                            .issue_token(&request, Timestamp::now())
-                            .expect("token"),
-                    );
+                    black_box(signer.key.sign_jwt(CLAIMS).expect("token"));
                 }
                 started.elapsed()
             });
@@ -115,19 +123,15 @@ fn signing(c: &mut Criterion) {
     });
     group.bench_function("spawn_blocking", |b| {
         b.iter_custom(|iters| {
-            let service = service.clone();
-            let request = request.clone();
+            let signer = Arc::clone(&signer);
             let task = runtime.spawn(async move {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    let service = service.clone();
-                    let request = request.clone();
-                    let token = tokio::task::spawn_blocking(move || {
-                        service.issue_token(&request, Timestamp::now())
-                    })
-                    .await
-                    .expect("task")
-                    .expect("token");
+                    let signer = Arc::clone(&signer);
+                    let token = tokio::task::spawn_blocking(move || signer.key.sign_jwt(CLAIMS))
+                        .await
+                        .expect("task")
+                        .expect("token");
                     black_box(token);
                 }
                 started.elapsed()

@@ -75,6 +75,19 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
     }
 }
 
+/// `jwks-server hash-secret`: reads one secret line from standard input.
+pub fn hash_secret_from_stdin() -> Result<String, StartupError> {
+    let mut secret = String::new();
+    std::io::stdin()
+        .read_line(&mut secret)
+        .map_err(|e| StartupError::Serve(format!("cannot read the secret from stdin: {e}")))?;
+    let secret = secret.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err(StartupError::Serve("no secret on standard input".into()));
+    }
+    Ok(crate::access::hash_secret(secret)?)
+}
+
 fn render_table(keys: &[KeyMeta], now: Timestamp) -> String {
     let mut sorted: Vec<&KeyMeta> = keys.iter().collect();
     sorted.sort_by(|a, b| KeyMeta::newest_first(a, b));

@@ -31,6 +31,9 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Read a client secret from standard input and print its argon2id hash,
+    /// for the `secret_hash` of a --clients-file entry.
+    HashSecret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +147,31 @@ pub struct Config {
     /// beside it (PATH.kek, mode 0600).
     #[arg(long, env = "JWKS_KEK_FILE", global = true)]
     pub kek_file: Option<PathBuf>,
+
+    /// Honour `expired=true` (tokens signed by an expired key, for testing
+    /// verifiers). `--expired-tokens=false` refuses them with 403 / PERMISSION_DENIED.
+    #[arg(long, env = "JWKS_EXPIRED_TOKENS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub expired_tokens: bool,
+
+    /// Require client credentials to issue tokens: a JSON file of clients,
+    /// `{"clients":[{"id":"…","secret_hash":"$argon2id$…","audiences":["…"]}]}`
+    /// (make hashes with `jwks-server hash-secret`). Off when unset.
+    #[arg(long, env = "JWKS_CLIENTS_FILE", global = true)]
+    pub clients_file: Option<PathBuf>,
+
+    /// Tokens a second each client (or, without --clients-file, each source
+    /// address) may be issued; 0 turns rate limiting off. The JWKS is never limited.
+    #[arg(long, env = "JWKS_RATE_LIMIT", default_value_t = 0, global = true)]
+    pub rate_limit: u32,
+
+    /// Burst allowed above --rate-limit [default: the rate].
+    #[arg(long, env = "JWKS_RATE_BURST", global = true)]
+    pub rate_burst: Option<u32>,
+
+    /// How long a REST request (headers and body) may take to arrive and be
+    /// answered before it gets 408; slow clients do not hold connections forever.
+    #[arg(long, env = "JWKS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub request_timeout: Duration,
 
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "JWKS_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]

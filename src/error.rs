@@ -10,6 +10,15 @@ pub enum Error {
     /// The caller sent a value the service cannot accept.
     #[error("{field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    /// The caller must authenticate (client credentials missing or wrong).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not have what it asked for.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller asked too often; it may try again after `retry_after`.
+    #[error("too many tokens requested; retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: std::time::Duration },
     /// No key is in its signing window (for example, the store has been
     /// unreachable for longer than a key signs).
     #[error("no signing key is active")]
@@ -38,6 +47,9 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidArgument { .. } => "invalid_request",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::PermissionDenied(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::NoSigningKey | Self::NoExpiredKey => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -12,12 +12,16 @@
 //! - [`store`]: the [`store::KeyStore`] trait and its SQLite/PostgreSQL store.
 //! - [`transport`]: the gRPC and REST adapters; only they know tonic and axum.
 //! - [`error`]: the one domain error.
-//! - [`admin`]: the `keys` subcommands for operators.
+//! - [`metrics`]: Prometheus counters, histograms and gauges.
+//! - [`access`]: opt-in client authentication and rate limits.
+//! - [`admin`]: the operator subcommands.
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
         Some(Command::Keys { action }) => admin::run(&cli.config, action)
             .await
             .map(|out| print!("{out}")),
+        Some(Command::HashSecret) => admin::hash_secret_from_stdin().map(|out| println!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

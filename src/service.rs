@@ -16,6 +16,7 @@ use serde::Serialize;
 use zeroize::Zeroize;
 
 use crate::{
+    access::{AuthFailure, Caller, Client, ClientRegistry, RateLimits},
     error::Error,
     keys::{
         KeyMeta, KeyState,
@@ -131,8 +132,31 @@ struct Inner {
     keks: KekRing,
     policy: Policy,
     issuer: String,
+    access: Access,
     ring: ArcSwap<KeyRing>,
     store_health: Mutex<StoreHealth>,
+}
+
+/// Who may issue tokens and how often. The default lets anyone issue any
+/// token, as the original service did.
+#[derive(Debug)]
+pub struct Access {
+    /// Whether `expired=true` is honoured.
+    pub allow_expired: bool,
+    /// When set, issuing requires client credentials.
+    pub clients: Option<ClientRegistry>,
+    /// When set, issuance is rate limited per client (or per address).
+    pub rate_limits: Option<RateLimits>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self {
+            allow_expired: true,
+            clients: None,
+            rate_limits: None,
+        }
+    }
 }
 
 impl KeyService {
@@ -142,6 +166,7 @@ impl KeyService {
         keks: KekRing,
         policy: Policy,
         issuer: String,
+        access: Access,
         now: Timestamp,
     ) -> Result<Self, StartError> {
         let empty = KeyRing::new(Vec::new(), now, &policy);
@@ -151,6 +176,7 @@ impl KeyService {
                 keks,
                 policy,
                 issuer,
+                access,
                 ring: ArcSwap::from_pointee(empty),
                 store_health: Mutex::new(StoreHealth::Reachable),
             }),
@@ -195,52 +221,119 @@ impl KeyService {
         jwks
     }
 
-    /// Issues a token: validation, claims, and one RSA signature.
-    pub fn issue_token(
+    /// Issues a token for `caller`: validation, access checks (client
+    /// authentication and rate limits, when configured), claims, and one RSA
+    /// signature.
+    pub async fn issue_token(
         &self,
         request: &TokenRequest,
+        caller: &Caller,
         now: Timestamp,
     ) -> Result<IssuedToken, Error> {
-        let policy = &self.inner.policy;
-        let lifetime = match request.lifetime_seconds {
-            None => policy.token_ttl,
-            Some(secs) => {
-                let max = policy.token_ttl.as_secs();
-                match u64::try_from(secs) {
-                    Ok(s) if (1..=max).contains(&s) => Duration::from_secs(s),
-                    _ => {
-                        return Err(Error::invalid(
-                            "lifetime_seconds",
-                            format!(
-                                "must be between 1 and {max} (the server's --token-ttl), got {secs}"
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-        let subject = match &request.subject {
-            Some(s) => {
-                check_claim("subject", s)?;
-                s.as_str()
-            }
-            None => DEFAULT_SUBJECT,
-        };
-        if request.audience.len() > MAX_AUDIENCES {
-            return Err(Error::invalid(
-                "audience",
-                format!(
-                    "at most {MAX_AUDIENCES} values, got {}",
-                    request.audience.len()
-                ),
+        let lifetime = self.check_request(request)?;
+        let access = &self.inner.access;
+        if request.expired && !access.allow_expired {
+            return Err(Error::PermissionDenied(
+                "expired tokens are disabled on this server; start it with \
+                 --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow them"
+                    .into(),
             ));
         }
-        for aud in &request.audience {
-            check_claim("audience", aud)?;
+        let (subject, audience, limit_key) = match &access.clients {
+            None => {
+                let subject = request
+                    .subject
+                    .clone()
+                    .or_else(|| caller.credentials.as_ref().map(|c| c.id.clone()))
+                    .unwrap_or_else(|| DEFAULT_SUBJECT.to_owned());
+                check_claim("subject", &subject)?;
+                let key = caller.addr.map(|addr| addr.to_string());
+                (subject, request.audience.clone(), key)
+            }
+            Some(_) => {
+                let client = self.authenticate(caller).await?;
+                let audience =
+                    if request.audience.is_empty() {
+                        client.audiences.clone()
+                    } else {
+                        if let Some(denied) = request.audience.iter().find(|aud| {
+                            !client.audiences.is_empty() && !client.audiences.contains(aud)
+                        }) {
+                            return Err(Error::PermissionDenied(format!(
+                                "client {} may not ask for audience {denied:?}",
+                                client.id
+                            )));
+                        }
+                        request.audience.clone()
+                    };
+                (client.id.clone(), audience, Some(client.id.clone()))
+            }
+        };
+        if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
+            limits
+                .check(&key)
+                .map_err(|retry_after| Error::RateLimited { retry_after })?;
         }
+        self.sign(&subject, &audience, lifetime, request.expired, now)
+    }
 
+    /// Validates what the caller asked for; returns the token lifetime.
+    pub fn check_request(&self, request: &TokenRequest) -> Result<Duration, Error> {
+        validate_request(request, &self.inner.policy)
+    }
+
+    /// Checks the caller's credentials against the registered clients, off the
+    /// async workers unless the answer is already known (argon2 is slow on
+    /// purpose).
+    async fn authenticate(&self, caller: &Caller) -> Result<Client, Error> {
+        let unauthenticated = |failure: AuthFailure| {
+            tracing::debug!(?failure, "client authentication failed");
+            Error::Unauthenticated(match failure {
+                AuthFailure::Missing => {
+                    "client credentials required: HTTP Basic (client_id:client_secret), \
+                                         form fields client_id and client_secret, or gRPC metadata"
+                        .to_owned()
+                }
+                AuthFailure::UnknownClient | AuthFailure::WrongSecret => {
+                    "unknown client or wrong secret".to_owned()
+                }
+            })
+        };
+        let Some(registry) = &self.inner.access.clients else {
+            return Err(Error::internal(std::io::Error::other("no client registry")));
+        };
+        let credentials = caller.credentials.clone();
+        if credentials.as_ref().is_none_or(|c| registry.is_cached(c)) {
+            return registry
+                .authenticate(credentials.as_ref())
+                .cloned()
+                .map_err(unauthenticated);
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            inner
+                .access
+                .clients
+                .as_ref()
+                .map(|registry| registry.authenticate(credentials.as_ref()).cloned())
+        })
+        .await
+        .map_err(Error::internal)?
+        .ok_or_else(|| Error::internal(std::io::Error::other("no client registry")))?
+        .map_err(unauthenticated)
+    }
+
+    /// Builds the claims and signs them: the one RSA signature per token.
+    fn sign(
+        &self,
+        subject: &str,
+        audience: &[String],
+        lifetime: Duration,
+        expired: bool,
+        now: Timestamp,
+    ) -> Result<IssuedToken, Error> {
         let ring = self.inner.ring.load();
-        let (key, issued_at, expires_at) = if request.expired {
+        let (key, issued_at, expires_at) = if expired {
             // The last token this key could have signed: it expired when the
             // key retired, at least --retain-after ago.
             let key = ring.expired_signer(now).ok_or(Error::NoExpiredKey)?;
@@ -255,7 +348,7 @@ impl KeyService {
         let claims = Claims {
             iss: &self.inner.issuer,
             sub: subject,
-            aud: match request.audience.as_slice() {
+            aud: match audience {
                 [] => None,
                 [one] => Some(Audience::One(one)),
                 many => Some(Audience::Many(many)),
@@ -274,6 +367,13 @@ impl KeyService {
             expires_at,
             expires_in: expires_at.unix() - now.unix(),
         })
+    }
+
+    /// Forgets idle rate-limit buckets (called by the background loop).
+    pub fn forget_idle_callers(&self) {
+        if let Some(limits) = &self.inner.access.rate_limits {
+            limits.forget_idle();
+        }
     }
 
     /// Health at `now`: whether we can sign, and whether the store answers.
@@ -309,6 +409,13 @@ impl KeyService {
                 state: ring.state_of(&k.meta, now),
             })
             .collect()
+    }
+
+    /// When the schedule next wants a key created.
+    pub fn next_rotation(&self) -> Option<Timestamp> {
+        let ring = self.inner.ring.load();
+        let metas: Vec<KeyMeta> = ring.keys().iter().map(|k| k.meta.clone()).collect();
+        crate::keys::policy::next_rotation_at(&metas, &self.inner.policy)
     }
 
     /// When the background loop should next look at the store, at the latest:
@@ -469,6 +576,40 @@ impl KeyService {
         drop(health);
         result.map_err(Error::internal)
     }
+}
+
+/// Validates a token request against the policy; returns the token lifetime.
+/// Pure, so it is unit-tested and fuzzed directly.
+pub fn validate_request(request: &TokenRequest, policy: &Policy) -> Result<Duration, Error> {
+    let max = policy.token_ttl.as_secs();
+    let lifetime = match request.lifetime_seconds {
+        None => policy.token_ttl,
+        Some(secs) => match u64::try_from(secs) {
+            Ok(s) if (1..=max).contains(&s) => Duration::from_secs(s),
+            _ => {
+                return Err(Error::invalid(
+                    "lifetime_seconds",
+                    format!("must be between 1 and {max} (the server's --token-ttl), got {secs}"),
+                ));
+            }
+        },
+    };
+    if let Some(subject) = &request.subject {
+        check_claim("subject", subject)?;
+    }
+    if request.audience.len() > MAX_AUDIENCES {
+        return Err(Error::invalid(
+            "audience",
+            format!(
+                "at most {MAX_AUDIENCES} values, got {}",
+                request.audience.len()
+            ),
+        ));
+    }
+    for aud in &request.audience {
+        check_claim("audience", aud)?;
+    }
+    Ok(lifetime)
 }
 
 fn check_claim(field: &'static str, value: &str) -> Result<(), Error> {

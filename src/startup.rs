@@ -10,6 +10,7 @@ use std::{
     future::Future,
     io::Write,
     net::SocketAddr,
+    num::NonZeroU32,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -19,12 +20,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    access::{ClientRegistry, ClientsError, RateLimits},
     config::{Config, StoreUrl},
     keys::{
         policy::{PolicyError, Trigger},
         seal::{Kek, KekRing, SealError},
     },
-    service::{KeyService, StartError, StoreHealth},
+    metrics::Metrics,
+    service::{Access, KeyService, StartError, StoreHealth},
     store::{KeyStore, SqlStore, StoreError},
     time::Timestamp,
     transport::{grpc, http},
@@ -49,6 +52,8 @@ pub enum StartupError {
     Store { url: String, source: StoreError },
     #[error(transparent)]
     Service(#[from] StartError),
+    #[error(transparent)]
+    Clients(#[from] ClientsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -133,13 +138,39 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, StartupError> {
         })
 }
 
+/// Who may issue tokens and how often, from the settings.
+pub fn access(config: &Config) -> Result<Access, StartupError> {
+    let clients = match &config.clients_file {
+        Some(path) => {
+            let registry = ClientRegistry::load(path)?;
+            tracing::info!(
+                clients = registry.len(),
+                "client authentication required to issue tokens"
+            );
+            Some(registry)
+        }
+        None => None,
+    };
+    let rate_limits = NonZeroU32::new(config.rate_limit).map(|rate| {
+        let burst = config.rate_burst.and_then(NonZeroU32::new).unwrap_or(rate);
+        RateLimits::new(rate, burst)
+    });
+    Ok(Access {
+        allow_expired: config.expired_tokens,
+        clients,
+        rate_limits,
+    })
+}
+
 /// Opens the store and starts the key service (creating first keys if needed).
 pub async fn start_service(config: &Config) -> Result<KeyService, StartupError> {
     let policy = config.policy();
     policy.validate()?;
+    let access = access(config)?;
     let keks = load_keks(config)?;
     let store: Arc<dyn KeyStore> = Arc::new(open_store(config).await?);
-    Ok(KeyService::start(store, keks, policy, config.issuer.clone(), Timestamp::now()).await?)
+    let issuer = config.issuer.clone();
+    Ok(KeyService::start(store, keks, policy, issuer, access, Timestamp::now()).await?)
 }
 
 /// A built server: keys loaded, listeners bound, not yet serving.
@@ -196,16 +227,22 @@ impl Application {
         let http_addr = http.local_addr().unwrap_or(config.http_addr);
         let grpc_addr = grpc.local_addr().unwrap_or(config.grpc_addr);
         let stop = CancellationToken::new();
-        let (health, grpc_routes) = grpc::routes(service.clone()).await;
+        let metrics = Arc::new(Metrics::new());
+        let (health, grpc_routes) = grpc::routes(service.clone(), metrics.clone()).await;
 
         let refresher = tokio::spawn(refresh_keys(service.clone(), health.clone(), stop.clone()));
 
         let http_stop = stop.clone();
-        let router = http::router(service.clone(), grpc_addr);
+        let timeout = config.request_timeout;
+        let router = http::router(service.clone(), metrics, grpc_addr, timeout);
         let http_server = tokio::spawn(async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await
+            http::serve(
+                http,
+                router,
+                timeout,
+                async move { http_stop.cancelled().await },
+            )
+            .await
         });
         let grpc_stop = stop.clone();
         let grpc_server = tokio::spawn(async move {
@@ -250,18 +287,26 @@ impl Application {
 /// health in step with whether this replica can sign.
 async fn refresh_keys(service: KeyService, health: grpc::HealthHandle, stop: CancellationToken) {
     let reload_every = service.policy().reload_every;
+    let mut failed = false;
     loop {
         let now = Timestamp::now();
-        let until_change = now.until(service.next_deadline());
-        let wait = reload_every
-            .min(until_change)
-            .max(Duration::from_millis(200));
+        // After a failure, wait a whole interval: a due rotation that cannot
+        // reach the store must not turn into a tight retry loop.
+        let wait = if failed {
+            reload_every
+        } else {
+            reload_every
+                .min(now.until(service.next_deadline()))
+                .max(Duration::from_millis(200))
+        };
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
         let now = Timestamp::now();
-        if let Err(err) = service.rotate(Trigger::Schedule, now).await {
+        let result = service.rotate(Trigger::Schedule, now).await;
+        failed = result.is_err();
+        if let Err(err) = result {
             if service.health(now).store == StoreHealth::Reachable {
                 tracing::warn!(error = %err.chain(), "key refresh failed; keeping the keys held");
             } else {
@@ -270,5 +315,6 @@ async fn refresh_keys(service: KeyService, health: grpc::HealthHandle, stop: Can
             }
         }
         health.update(&service.health(Timestamp::now())).await;
+        service.forget_idle_callers();
     }
 }

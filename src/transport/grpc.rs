@@ -3,12 +3,16 @@
 //! Conversions to and from the domain live here, as does the one mapping of
 //! domain errors to gRPC status codes.
 
-use tonic::{Request, Response, Status, service::Routes};
+use std::{sync::Arc, time::Instant};
+
+use tonic::{Code, Request, Response, Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    access::{Caller, Credentials},
     error::Error,
     keys::crypto::PublicJwk,
+    metrics::{Door, JwksOutcome, Metrics},
     proto::{
         self, GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
         key_service_server::{KeyService as KeyServiceRpc, KeyServiceServer},
@@ -53,13 +57,13 @@ impl HealthHandle {
 }
 
 /// Builds every gRPC service this server exposes.
-pub async fn routes(service: KeyService) -> (HealthHandle, Routes) {
+pub async fn routes(service: KeyService, metrics: Arc<Metrics>) -> (HealthHandle, Routes) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let handle = HealthHandle { reporter };
     handle.update(&service.health(Timestamp::now())).await;
 
     let mut routes = Routes::new(
-        KeyServiceServer::new(GrpcKeyService { service })
+        KeyServiceServer::new(GrpcKeyService { service, metrics })
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     )
     .add_service(health_service);
@@ -82,6 +86,22 @@ pub async fn routes(service: KeyService) -> (HealthHandle, Routes) {
 
 struct GrpcKeyService {
     service: KeyService,
+    metrics: Arc<Metrics>,
+}
+
+impl GrpcKeyService {
+    /// Records latency and logs one line per RPC, like the REST middleware.
+    fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
+        let code = code_name(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        let elapsed = started.elapsed();
+        self.metrics.observe_grpc(method, code, elapsed);
+        tracing::info!(
+            method,
+            code,
+            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "rpc"
+        );
+    }
 }
 
 #[tonic::async_trait]
@@ -90,11 +110,20 @@ impl KeyServiceRpc for GrpcKeyService {
         &self,
         request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
+        let started = Instant::now();
         let now = Timestamp::now();
         let jwks = self.service.jwks(now);
         let max_age = jwks.max_age(now, self.service.policy().jwks_max_age);
         let not_modified = request.get_ref().if_none_match == jwks.etag;
-        Ok(Response::new(GetJwksResponse {
+        self.metrics.jwks_served(
+            Door::Grpc,
+            if not_modified {
+                JwksOutcome::NotModified
+            } else {
+                JwksOutcome::Full
+            },
+        );
+        let result = Ok(Response::new(GetJwksResponse {
             keys: if not_modified {
                 Vec::new()
             } else {
@@ -103,20 +132,65 @@ impl KeyServiceRpc for GrpcKeyService {
             etag: jwks.etag.clone(),
             max_age_seconds: u32::try_from(max_age.as_secs()).unwrap_or(u32::MAX),
             not_modified,
-        }))
+        }));
+        self.observe("GetJwks", started, &result);
+        result
     }
 
     async fn issue_token(
         &self,
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
-        let request = TokenRequest::from(request.into_inner());
-        let issued = self
-            .service
-            .issue_token(&request, Timestamp::now())
-            .map_err(to_status)?;
-        Ok(Response::new(issued.into()))
+        let started = Instant::now();
+        let result = match caller(&request) {
+            Ok(caller) => {
+                let token_request = TokenRequest::from(request.into_inner());
+                self.service
+                    .issue_token(&token_request, &caller, Timestamp::now())
+                    .await
+                    .map(|issued| {
+                        self.metrics.token_issued(Door::Grpc, token_request.expired);
+                        Response::new(issued.into())
+                    })
+                    .map_err(to_status)
+            }
+            Err(status) => Err(status),
+        };
+        self.observe("IssueToken", started, &result);
+        result
     }
+}
+
+/// Who is calling: credentials from `authorization: Basic …` metadata, or
+/// `x-client-id` / `x-client-secret`, and the peer address.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let metadata = request.metadata();
+    let text = |key: &str| -> Result<Option<String>, Status> {
+        metadata
+            .get(key)
+            .map(|v| {
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    Status::invalid_argument(format!("metadata {key} is not valid text"))
+                })
+            })
+            .transpose()
+    };
+    let mut credentials = match text("authorization")? {
+        Some(value) => Credentials::from_authorization(&value).map_err(Status::invalid_argument)?,
+        None => None,
+    };
+    if credentials.is_none()
+        && let Some(id) = text("x-client-id")?
+    {
+        credentials = Some(Credentials {
+            id,
+            secret: text("x-client-secret")?.unwrap_or_default(),
+        });
+    }
+    Ok(Caller {
+        credentials,
+        addr: request.remote_addr().map(|addr| addr.ip()),
+    })
 }
 
 impl From<&PublicJwk> for proto::Jwk {
@@ -161,10 +235,44 @@ impl From<IssuedToken> for IssueTokenResponse {
 fn to_status(err: Error) -> Status {
     match err {
         Error::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+        Error::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
+        Error::PermissionDenied(_) => Status::permission_denied(err.to_string()),
+        Error::RateLimited { retry_after } => {
+            let mut status = Status::resource_exhausted(err.to_string());
+            let seconds =
+                (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+            if let Ok(value) = seconds.to_string().parse() {
+                status.metadata_mut().insert("retry-after", value);
+            }
+            status
+        }
         Error::NoSigningKey | Error::NoExpiredKey => Status::unavailable(err.to_string()),
         Error::Internal(_) => {
             tracing::error!(error = %err.chain(), "IssueToken failed");
             Status::internal(err.client_message())
         }
+    }
+}
+
+/// The canonical name of a status code, for metric labels and logs.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }

@@ -83,6 +83,12 @@ impl TestApp {
         format!("{}{path}", self.http)
     }
 
+    /// `GET {path}` as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     pub async fn jwks(&self) -> Value {
         let response = self
             .client
@@ -210,4 +216,68 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// The real binary in its own process (for replicas, signals and crashes).
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub http: String,
+    pub grpc: SocketAddr,
+    /// Every log line it has written so far (JSON).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `jwks-server` with `env` on top of a clean environment with
+    /// loopback port-0 listeners, the test KEK and JSON logs, and waits until
+    /// it listens.
+    pub async fn spawn(env: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"));
+        command
+            .env_clear()
+            .env("JWKS_KEK", TEST_KEK)
+            .env("JWKS_HTTP_ADDR", "127.0.0.1:0")
+            .env("JWKS_GRPC_ADDR", "127.0.0.1:0")
+            .env("JWKS_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("server process starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listening = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == "jwks-server listening"
+                {
+                    return event;
+                }
+            }
+            panic!("server exited before listening: {:?}", log.lock().unwrap());
+        })
+        .await
+        .expect("server listens within 30 s");
+        // Keep draining (and keeping) its log so the pipe never fills.
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            http: format!("http://{}", listening["http_addr"].as_str().unwrap()),
+            grpc: listening["grpc_addr"].as_str().unwrap().parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
 }

@@ -316,3 +316,30 @@ async fn kill_9_while_rotating_loses_no_published_key() {
     let generations: HashSet<i64> = stored.iter().map(|k| k.meta.generation).collect();
     assert_eq!(generations.len(), stored.len(), "one key per rotation slot");
 }
+
+#[tokio::test]
+async fn without_a_kek_the_embedded_store_gets_a_private_kek_file_that_restarts_reuse() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app_with(|c| {
+        c.kek = Vec::new();
+        c.kek_file = None;
+    })
+    .await;
+    let before = kids(&app.jwks().await);
+    let kek_file = std::path::PathBuf::from(format!("{}.kek", app.store_path().display()));
+    let mode = std::fs::metadata(&kek_file)
+        .expect("KEK file created beside the store")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner may read it");
+    let text = std::fs::read_to_string(&kek_file).unwrap();
+    assert!(Kek::from_base64(text.trim()).is_ok());
+
+    let (config, dir) = app.stop().await;
+    let app = start(config, dir).await;
+    assert_eq!(
+        kids(&app.jwks().await),
+        before,
+        "the same KEK opens the same keys"
+    );
+}

@@ -2,8 +2,10 @@
 //! (REST with reqwest, gRPC with the generated tonic client), every token
 //! verified against the JWKS fetched over the wire by an independent verifier.
 
+mod hardening;
 mod helpers;
 mod keys;
+mod ops;
 mod replicas;
 mod rest;
 mod rpc;

@@ -7,7 +7,6 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -22,13 +21,13 @@ use jwks_server::{
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
     net::{TcpListener, TcpStream},
-    process::{Child, Command},
     sync::watch,
 };
 
-use crate::helpers::{TEST_KEK, claims, header, kids, now, verify};
+use crate::helpers::{ServerProcess, claims, header, kids, now, verify};
+
+type Replica = ServerProcess;
 
 /// A database of its own for one test.
 struct TestDatabase {
@@ -73,9 +72,33 @@ impl TestDatabase {
         keys
     }
 
-    /// The same database reached through `port` (a proxy) instead.
+    async fn max_generation(&self) -> i64 {
+        self.keys()
+            .await
+            .iter()
+            .map(|k| k.meta.generation)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Where the database server listens.
+    async fn server_addr(&self) -> SocketAddr {
+        let url = reqwest::Url::parse(&self.url).expect("a URL");
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port().unwrap_or(5432);
+        tokio::net::lookup_host((host, port))
+            .await
+            .unwrap()
+            .next()
+            .expect("the database host resolves")
+    }
+
+    /// The same database reached through `port` on loopback (a proxy) instead.
     fn url_via(&self, port: u16) -> String {
-        self.url.replace(":5432/", &format!(":{port}/"))
+        let mut url = reqwest::Url::parse(&self.url).expect("a URL");
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(port)).unwrap();
+        url.to_string()
     }
 }
 
@@ -105,13 +128,6 @@ impl Drop for TestDatabase {
     }
 }
 
-/// One replica: the real binary in its own process.
-struct Replica {
-    child: Child,
-    http: String,
-    grpc: SocketAddr,
-}
-
 /// Settings under which keys rotate every second.
 const FAST: &[(&str, &str)] = &[
     ("JWKS_TOKEN_TTL", "2s"),
@@ -123,42 +139,10 @@ const FAST: &[(&str, &str)] = &[
 ];
 
 impl Replica {
-    async fn spawn(store_url: &str, settings: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_jwks-server"));
-        command
-            .env_clear()
-            .env("JWKS_STORE", store_url)
-            .env("JWKS_KEK", TEST_KEK)
-            .env("JWKS_HTTP_ADDR", "127.0.0.1:0")
-            .env("JWKS_GRPC_ADDR", "127.0.0.1:0")
-            .env("JWKS_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(settings.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("replica starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let listening = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["message"] == "jwks-server listening"
-                {
-                    return event;
-                }
-            }
-            panic!("replica exited before listening");
-        })
-        .await
-        .expect("replica listens within 30 s");
-        // Keep draining its log so the pipe never fills and blocks it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            http: format!("http://{}", listening["http_addr"].as_str().unwrap()),
-            grpc: listening["grpc_addr"].as_str().unwrap().parse().unwrap(),
-        }
+    async fn start_on(store_url: &str, settings: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(&str, &str)> = vec![("JWKS_STORE", store_url)];
+        env.extend_from_slice(settings);
+        ServerProcess::spawn(&env).await
     }
 
     async fn jwks(&self, client: &reqwest::Client) -> Value {
@@ -230,9 +214,9 @@ async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
         return;
     };
     let replicas = futures_join3(
-        Replica::spawn(&db.url, &[]),
-        Replica::spawn(&db.url, &[]),
-        Replica::spawn(&db.url, &[]),
+        Replica::start_on(&db.url, &[]),
+        Replica::start_on(&db.url, &[]),
+        Replica::start_on(&db.url, &[]),
     )
     .await;
     let keys = db.keys().await;
@@ -260,9 +244,9 @@ async fn tokens_from_any_replica_verify_against_the_jwks_of_any_replica_through_
         return;
     };
     let replicas = futures_join3(
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
     )
     .await;
     let client = reqwest::Client::new();
@@ -378,7 +362,7 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = Proxy::start(db.server_addr().await).await;
     // Keys are published 4 s ahead and created 2 s before that, so a replica
     // always holds keys that can sign for at least ~5 s: longer than the cut.
     let settings: &[(&str, &str)] = &[
@@ -390,20 +374,14 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     ];
     let via_proxy = db.url_via(proxy.port);
     let (a, b) = tokio::join!(
-        Replica::spawn(&via_proxy, settings),
-        Replica::spawn(&via_proxy, settings)
+        Replica::start_on(&via_proxy, settings),
+        Replica::start_on(&via_proxy, settings)
     );
     let replicas = [a, b];
     let client = reqwest::Client::new();
     // Let a rotation or two happen, so a pending key is in hand.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let generation_before = db
-        .keys()
-        .await
-        .iter()
-        .map(|k| k.meta.generation)
-        .max()
-        .unwrap();
+    let generation_before = db.max_generation().await;
 
     proxy.cut();
     let mut degraded = HashSet::new();
@@ -442,13 +420,7 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     // Rotation resumes and both replicas converge on the same key set.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let generation_now = db
-            .keys()
-            .await
-            .iter()
-            .map(|k| k.meta.generation)
-            .max()
-            .unwrap();
+        let generation_now = db.max_generation().await;
         let (ja, jb) = (
             replicas[0].jwks(&client).await,
             replicas[1].jwks(&client).await,
@@ -473,9 +445,9 @@ async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
         return;
     };
     let mut replicas = futures_join3(
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
-        Replica::spawn(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
+        Replica::start_on(&db.url, FAST),
     )
     .await;
     let client = reqwest::Client::new();
@@ -486,23 +458,9 @@ async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
         let mut victim = replicas.remove(0);
         victim.child.start_kill().unwrap();
         victim.child.wait().await.unwrap();
-        let before = db
-            .keys()
-            .await
-            .iter()
-            .map(|k| k.meta.generation)
-            .max()
-            .unwrap();
+        let before = db.max_generation().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while db
-            .keys()
-            .await
-            .iter()
-            .map(|k| k.meta.generation)
-            .max()
-            .unwrap()
-            < before + 2
-        {
+        while db.max_generation().await < before + 2 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "survivors stopped rotating"

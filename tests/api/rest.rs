@@ -377,15 +377,7 @@ async fn wrong_methods_get_405_with_allow_and_unknown_routes_404() {
 #[tokio::test]
 async fn root_health_and_connect_answer_as_documented() {
     let app = spawn_app().await;
-    let root: Value = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let root: Value = app.get_json("/").await;
     assert_eq!(root["status"], "ok");
     assert_eq!(root["service"], "jwks-server");
 

@@ -1,0 +1,263 @@
+//! Prometheus metrics: counters and latency histograms the transports record
+//! into, and gauges read from the service at scrape time.
+//!
+//! Names follow Prometheus conventions (`jwks_` prefix, `_total` counters,
+//! `_seconds` units). This module knows neither axum nor tonic: transports
+//! pass plain labels.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    keys::KeyState,
+    service::{KeyService, StoreHealth},
+    time::Timestamp,
+};
+
+/// Which door a request came through.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Door {
+    Rest,
+    Grpc,
+}
+
+impl Door {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rest => "rest",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum JwksOutcome {
+    /// The full key set was sent.
+    Full,
+    /// The caller's copy was current (HTTP 304, gRPC `not_modified`).
+    NotModified,
+}
+
+impl JwksOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::NotModified => "not_modified",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    door: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JwksLabels {
+    door: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 16,
+    ))
+}
+
+/// Every metric this server exports.
+pub struct Metrics {
+    registry: Registry,
+    tokens: Family<TokenLabels, Counter>,
+    jwks: Family<JwksLabels, Counter>,
+    http: LatencyFamily<HttpLabels>,
+    grpc: LatencyFamily<GrpcLabels>,
+    keys: Family<StateLabels, Gauge>,
+    active_key_age: Gauge,
+    next_rotation: Gauge,
+    signing_remaining: Gauge,
+    store_up: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("jwks");
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens_issued",
+            "Tokens issued, by door and kind",
+            tokens.clone(),
+        );
+        let jwks = Family::<JwksLabels, Counter>::default();
+        registry.register(
+            "jwks_requests",
+            "Key set requests, by door and whether the caller's copy was current",
+            jwks.clone(),
+        );
+        let http: LatencyFamily<HttpLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "REST request latency, by method, route and status",
+            Unit::Seconds,
+            http.clone(),
+        );
+        let grpc: LatencyFamily<GrpcLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "grpc_request_duration",
+            "gRPC request latency, by method and status code",
+            Unit::Seconds,
+            grpc.clone(),
+        );
+        let keys = Family::<StateLabels, Gauge>::default();
+        registry.register("keys", "Keys held, by state", keys.clone());
+        let active_key_age = Gauge::default();
+        registry.register_with_unit(
+            "active_key_age",
+            "Time since the signing key started signing",
+            Unit::Seconds,
+            active_key_age.clone(),
+        );
+        let next_rotation = Gauge::default();
+        registry.register_with_unit(
+            "next_rotation",
+            "Time until the schedule creates the next key",
+            Unit::Seconds,
+            next_rotation.clone(),
+        );
+        let signing_remaining = Gauge::default();
+        registry.register_with_unit(
+            "signing_remaining",
+            "How long this replica can sign with the keys it holds if the store stays away",
+            Unit::Seconds,
+            signing_remaining.clone(),
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 if the key store answered the last time it was asked, else 0",
+            store_up.clone(),
+        );
+        Self {
+            registry,
+            tokens,
+            jwks,
+            http,
+            grpc,
+            keys,
+            active_key_age,
+            next_rotation,
+            signing_remaining,
+            store_up,
+        }
+    }
+
+    pub fn token_issued(&self, door: Door, expired: bool) {
+        let kind = if expired { "expired" } else { "valid" };
+        self.tokens
+            .get_or_create(&TokenLabels {
+                door: door.label(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn jwks_served(&self, door: Door, outcome: JwksOutcome) {
+        self.jwks
+            .get_or_create(&JwksLabels {
+                door: door.label(),
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    pub fn observe_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.http
+            .get_or_create(&HttpLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_grpc(&self, method: &'static str, code: &'static str, elapsed: Duration) {
+        self.grpc
+            .get_or_create(&GrpcLabels { method, code })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Refreshes the gauges from `service` and renders the text exposition.
+    pub fn render(&self, service: &KeyService, now: Timestamp) -> String {
+        let statuses = service.key_statuses(now);
+        for state in KeyState::ALL {
+            let count = statuses.iter().filter(|k| k.state == state).count();
+            self.keys
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let ring = service.ring();
+        self.active_key_age.set(
+            ring.signer(now)
+                .map_or(0, |k| seconds(k.meta.activates_at.until(now))),
+        );
+        self.next_rotation.set(
+            service
+                .next_rotation()
+                .map_or(0, |at| seconds(now.until(at))),
+        );
+        let health = service.health(now);
+        self.signing_remaining.set(
+            health
+                .signing_until
+                .map_or(0, |until| seconds(now.until(until))),
+        );
+        self.store_up
+            .set(i64::from(health.store == StoreHealth::Reachable));
+
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,125 @@
+//! The JSON shapes of the REST facade, with their OpenAPI schemas. Only the
+//! HTTP adapter uses them; gRPC has its own messages in the proto.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// `GET /`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceStatus {
+    #[schema(example = "ok")]
+    pub status: String,
+    #[schema(example = "jwks-server")]
+    pub service: String,
+    pub version: String,
+}
+
+/// Whether the key store answered the last time it was asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreStatus {
+    /// `ok` or `unreachable`.
+    pub status: String,
+    /// Since when it has been unreachable (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET|POST /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// `ok`, `degraded` (signing, store unreachable) or `unavailable` (cannot sign).
+    pub status: String,
+    pub store: StoreStatus,
+    /// How long this replica can sign with the keys it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_for_seconds: Option<u64>,
+    /// Why it cannot sign (with status `unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Endpoints {
+    pub jwks: String,
+    pub auth: String,
+    pub auth_expired: String,
+    pub health: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrpcEndpoint {
+    pub port: u16,
+    pub service: String,
+    pub reflection: bool,
+}
+
+/// `GET|POST /connect`: service discovery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceDiscovery {
+    pub service: String,
+    pub status: String,
+    pub issuer: String,
+    pub endpoints: Endpoints,
+    pub grpc: GrpcEndpoint,
+}
+
+/// OpenID Connect discovery / RFC 8414 metadata.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuerMetadata {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub token_endpoint: String,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub subject_types_supported: Vec<String>,
+    pub claims_supported: Vec<String>,
+}
+
+/// One public key of the JWKS (RFC 7517). Private members never appear.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jwk {
+    #[schema(example = "RSA")]
+    pub kty: String,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    pub use_: String,
+    #[schema(example = "RS256")]
+    pub alg: String,
+    /// RFC 7638 SHA-256 thumbprint, base64url.
+    pub kid: String,
+    /// Modulus, base64url without padding (2048 bits).
+    pub n: String,
+    #[schema(example = "AQAB")]
+    pub e: String,
+}
+
+/// `GET /.well-known/jwks.json`: every unexpired key, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+/// `POST /auth` with `Accept: application/json`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse<'a> {
+    /// The compact JWT.
+    pub token: &'a str,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until `exp` (negative for an expired token).
+    pub expires_in: i64,
+    /// The key that signed it.
+    pub kid: &'a str,
+}
+
+/// Every REST error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code, e.g. `invalid_request`, `method_not_allowed`.
+    pub error: String,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+}
