@@ -1,0 +1,152 @@
+//! What one token costs, layer by layer, single-threaded:
+//!
+//! - `sign/aws_lc_rs_bare`: one aws-lc-rs RSA-2048 PKCS#1 v1.5 SHA-256
+//!   signature over a typical JWT signing input, key parsed once, output buffer
+//!   reused. The floor: nothing of ours can be faster.
+//! - `sign/sign_jwt`: [`SigningKey::sign_jwt`] on typical claims JSON: base64 of
+//!   the claims, the signature, base64 of it, the token string.
+//! - `sign/issue_token` and `sign/issue_token_expired`: the whole
+//!   [`KeyService::issue_token`] (validation, access checks, key choice, claims
+//!   JSON, `jti`, the signature) over a temporary SQLite store, with the default
+//!   access settings (no client registry, no rate limit), so the future is
+//!   ready at once and `block_on` adds next to nothing.
+//! - `hop/inline` and `hop/spawn_blocking`: one `sign_jwt` with the service's
+//!   signing key, called from a task on a runtime worker, directly or through
+//!   `spawn_blocking`: the latency a hop to the blocking pool adds to each token
+//!   (what it does to throughput and to other requests under load is for
+//!   `benches/load.sh` to show).
+//!
+//! Each group reports throughput as elements (signatures) per second, to
+//! compare with `openssl speed rsa2048`'s signs/s.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aws_lc_rs::{
+    rand::SystemRandom,
+    signature::{RSA_PKCS1_SHA256, RsaKeyPair},
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use jwks_server::{
+    access::Caller, keys::crypto::SigningKey, service::TokenRequest, time::Timestamp,
+};
+
+use common::{Fixture, multi_thread_runtime, typical_request};
+
+/// Claims shaped like the ones the service writes.
+const CLAIMS: &[u8] = br#"{"iss":"https://issuer.example.com","sub":"alice@example.com","aud":"billing-api","iat":1767225600,"nbf":1767225600,"exp":1767226500,"jti":"q1w2e3r4t5y6u7i8o9p0aA"}"#;
+
+fn signing(c: &mut Criterion) {
+    let key = SigningKey::generate().expect("an RSA-2048 key");
+    let der = key.to_pkcs8_der().expect("PKCS#8 DER");
+    let pair = RsaKeyPair::from_pkcs8(&der).expect("the same key, for aws-lc-rs directly");
+    let token = key.sign_jwt(CLAIMS).expect("a token");
+    // Exactly what sign_jwt signs: `base64(header).base64(claims)`.
+    let (signing_input, _) = token.rsplit_once('.').expect("three segments");
+    let signing_input = signing_input.as_bytes().to_vec();
+
+    let fixture = Fixture::start(multi_thread_runtime());
+    let service = &fixture.service;
+    let runtime = &fixture.runtime;
+    let caller = Caller::default();
+    let request = typical_request();
+    let expired = TokenRequest {
+        expired: true,
+        ..typical_request()
+    };
+
+    let mut group = c.benchmark_group("sign");
+    group.throughput(Throughput::Elements(1));
+
+    let rng = SystemRandom::new();
+    let mut signature = vec![0u8; pair.public_modulus_len()];
+    group.bench_function("aws_lc_rs_bare", |b| {
+        b.iter(|| {
+            pair.sign(
+                &RSA_PKCS1_SHA256,
+                &rng,
+                black_box(&signing_input),
+                &mut signature,
+            )
+            .expect("signature");
+            black_box(&signature);
+        });
+    });
+    group.bench_function("sign_jwt", |b| {
+        b.iter(|| key.sign_jwt(black_box(CLAIMS)).expect("token"));
+    });
+    group.bench_function("issue_token", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(service.issue_token(black_box(&request), &caller, Timestamp::now()))
+                .expect("token")
+        });
+    });
+    group.bench_function("issue_token_expired", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(service.issue_token(black_box(&expired), &caller, Timestamp::now()))
+                .expect("expired token")
+        });
+    });
+    group.finish();
+
+    // From a task already on a runtime worker, as a request handler is:
+    // sign right there, or hand the signature to the blocking pool and await
+    // it. The time is taken inside the task, so only the hop is added.
+    let signer = Arc::clone(
+        service
+            .ring()
+            .signer(Timestamp::now())
+            .expect("a fresh store has a signing key"),
+    );
+    let mut group = c.benchmark_group("hop");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("inline", |b| {
+        b.iter_custom(|iters| {
+            let signer = Arc::clone(&signer);
+            let task = runtime.spawn(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(signer.key.sign_jwt(CLAIMS).expect("token"));
+                }
+                started.elapsed()
+            });
+            runtime.block_on(task).expect("task")
+        });
+    });
+    group.bench_function("spawn_blocking", |b| {
+        b.iter_custom(|iters| {
+            let signer = Arc::clone(&signer);
+            let task = runtime.spawn(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let signer = Arc::clone(&signer);
+                    let token = tokio::task::spawn_blocking(move || signer.key.sign_jwt(CLAIMS))
+                        .await
+                        .expect("task")
+                        .expect("token");
+                    black_box(token);
+                }
+                started.elapsed()
+            });
+            runtime.block_on(task).expect("task")
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = signing
+}
+criterion_main!(benches);
