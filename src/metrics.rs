@@ -66,8 +66,8 @@ struct JwksLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
@@ -208,11 +208,19 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// Labels are static strings: the route template, never the raw path,
+    /// so a scanner cannot blow up the number of series (or allocate per request).
+    pub fn observe_http(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         self.http
             .get_or_create(&HttpLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
+                method,
+                route,
                 status,
             })
             .observe(elapsed.as_secs_f64());

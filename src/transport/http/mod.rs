@@ -198,10 +198,7 @@ impl From<Error> for ApiError {
 async fn log_and_explain(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
+    let route = route_label(request.extensions().get::<MatchedPath>());
     let mut response = next.run(request).await;
     // Give the bodiless answers of lower layers a JSON body like every other error.
     match response.status() {
@@ -228,7 +225,7 @@ async fn log_and_explain(State(state): State<AppState>, request: Request, next: 
     let status = response.status().as_u16();
     state
         .metrics
-        .observe_http(method.as_str(), &route, status, elapsed);
+        .observe_http(method_label(&method), route, status, elapsed);
     tracing::info!(
         %method,
         route,
@@ -237,6 +234,39 @@ async fn log_and_explain(State(state): State<AppState>, request: Request, next: 
         "request"
     );
     response
+}
+
+/// Every route this router serves: the labels of metrics and logs.
+const ROUTES: &[&str] = &[
+    "/",
+    "/health",
+    "/connect",
+    "/.well-known/jwks.json",
+    "/.well-known/openid-configuration",
+    "/.well-known/oauth-authorization-server",
+    "/auth",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// The route template as a static label; anything else is "(unmatched)".
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    matched
+        .and_then(|m| ROUTES.iter().find(|route| **route == m.as_str()))
+        .copied()
+        .unwrap_or("(unmatched)")
+}
+
+/// Standard methods by name; anything else is "OTHER" (bounded label values).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == method.as_str())
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
