@@ -248,10 +248,9 @@ impl Application {
         let grpc_server = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(grpc_routes)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    async move { grpc_stop.cancelled().await },
-                )
+                .serve_with_incoming_shutdown(grpc::incoming(grpc), async move {
+                    grpc_stop.cancelled().await;
+                })
                 .await
         });
         tracing::info!(%http_addr, %grpc_addr, store = %config.store, "jwks-server listening");

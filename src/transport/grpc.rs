@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use tonic::{Code, Request, Response, Status, service::Routes};
+use tonic::{Code, Request, Response, Status, service::Routes, transport::server::Connected};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -275,4 +275,75 @@ fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// A gRPC connection's socket, presented to h2 as not supporting vectored
+/// writes.
+///
+/// With vectored writes h2 keeps a DATA frame of 256 bytes or more aside
+/// instead of copying it into its buffer, so the few-byte trailers that follow
+/// force a flush of their own: two `writev`s and two TCP segments per RPC.
+/// Without them h2 copies frames up to 1 KiB and sends headers, data and
+/// trailers in one write (profiled with callgrind and strace: about 3 µs of
+/// kernel time per RPC saved).
+pub struct CoalescingStream(tokio::net::TcpStream);
+
+impl tonic::transport::server::Connected for CoalescingStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        Connected::connect_info(&self.0)
+    }
+}
+
+impl tokio::io::AsyncRead for CoalescingStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CoalescingStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+/// The accepted connections of `listener`, with TCP_NODELAY, as
+/// [`CoalescingStream`]s.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<CoalescingStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.map(|stream| {
+            let _ = stream.set_nodelay(true);
+            CoalescingStream(stream)
+        })
+    })
 }
