@@ -38,6 +38,7 @@ use jwks_server::proto::{
     GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
     key_service_client::KeyServiceClient,
 };
+use jwks_server::transport::grpc::code_name;
 use prost::Message;
 use tokio::net::TcpStream;
 use tonic::{Code, transport::Channel};
@@ -456,26 +457,4 @@ async fn h2_call(
         return Err(bad());
     }
     Ok(data.slice(5..))
-}
-
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }

@@ -255,7 +255,7 @@ fn to_status(err: Error) -> Status {
 }
 
 /// The canonical name of a status code, for metric labels and logs.
-fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
