@@ -147,15 +147,29 @@ pub struct Access {
     pub clients: Option<ClientRegistry>,
     /// When set, issuance is rate limited per client (or per address).
     pub rate_limits: Option<RateLimits>,
+    /// Bounds concurrent argon2 checks of uncached client secrets.
+    pub argon2_permits: tokio::sync::Semaphore,
+}
+
+impl Access {
+    pub fn new(
+        allow_expired: bool,
+        clients: Option<ClientRegistry>,
+        rate_limits: Option<RateLimits>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self {
+            allow_expired,
+            clients,
+            rate_limits,
+            argon2_permits: tokio::sync::Semaphore::new(cores),
+        }
+    }
 }
 
 impl Default for Access {
     fn default() -> Self {
-        Self {
-            allow_expired: true,
-            clients: None,
-            rate_limits: None,
-        }
+        Self::new(true, None, None)
     }
 }
 
@@ -309,6 +323,16 @@ impl KeyService {
                 .cloned()
                 .map_err(unauthenticated);
         }
+        // argon2 takes ~19 MiB and tens of milliseconds per check: at most one
+        // check per core at a time, so a flood of wrong secrets queues instead
+        // of exhausting memory and the blocking pool.
+        let _permit = self
+            .inner
+            .access
+            .argon2_permits
+            .acquire()
+            .await
+            .map_err(Error::internal)?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             inner

@@ -155,11 +155,7 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
         let burst = config.rate_burst.and_then(NonZeroU32::new).unwrap_or(rate);
         RateLimits::new(rate, burst)
     });
-    Ok(Access {
-        allow_expired: config.expired_tokens,
-        clients,
-        rate_limits,
-    })
+    Ok(Access::new(config.expired_tokens, clients, rate_limits))
 }
 
 /// Opens the store and starts the key service (creating first keys if needed).
