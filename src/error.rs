@@ -63,6 +63,18 @@ impl Error {
         }
     }
 
+    /// For [`Error::RateLimited`]: whole seconds to wait, rounded up (retrying
+    /// early only earns another refusal), at least 1.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } => {
+                let rounded_up = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some(rounded_up.max(1))
+            }
+            _ => None,
+        }
+    }
+
     /// The full cause chain, for the log line at the edge.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();

@@ -144,7 +144,7 @@ pub struct Access {
     /// Whether `expired=true` is honoured.
     pub allow_expired: bool,
     /// When set, issuing requires client credentials.
-    pub clients: Option<ClientRegistry>,
+    pub clients: Option<Arc<ClientRegistry>>,
     /// When set, issuance is rate limited per client (or per address).
     pub rate_limits: Option<RateLimits>,
     /// Bounds concurrent argon2 checks of uncached client secrets.
@@ -154,7 +154,7 @@ pub struct Access {
 impl Access {
     pub fn new(
         allow_expired: bool,
-        clients: Option<ClientRegistry>,
+        clients: Option<Arc<ClientRegistry>>,
         rate_limits: Option<RateLimits>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -264,8 +264,8 @@ impl KeyService {
                 let key = caller.addr.map(|addr| addr.to_string());
                 (subject, request.audience.clone(), key)
             }
-            Some(_) => {
-                let client = self.authenticate(caller).await?;
+            Some(registry) => {
+                let client = self.authenticate(registry, caller).await?;
                 let audience =
                     if request.audience.is_empty() {
                         client.audiences.clone()
@@ -299,7 +299,11 @@ impl KeyService {
     /// Checks the caller's credentials against the registered clients, off the
     /// async workers unless the answer is already known (argon2 is slow on
     /// purpose).
-    async fn authenticate(&self, caller: &Caller) -> Result<Client, Error> {
+    async fn authenticate(
+        &self,
+        registry: &Arc<ClientRegistry>,
+        caller: &Caller,
+    ) -> Result<Client, Error> {
         let unauthenticated = |failure: AuthFailure| {
             tracing::debug!(?failure, "client authentication failed");
             Error::Unauthenticated(match failure {
@@ -312,9 +316,6 @@ impl KeyService {
                     "unknown client or wrong secret".to_owned()
                 }
             })
-        };
-        let Some(registry) = &self.inner.access.clients else {
-            return Err(Error::internal(std::io::Error::other("no client registry")));
         };
         let credentials = caller.credentials.clone();
         if credentials.as_ref().is_none_or(|c| registry.is_cached(c)) {
@@ -333,18 +334,11 @@ impl KeyService {
             .acquire()
             .await
             .map_err(Error::internal)?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            inner
-                .access
-                .clients
-                .as_ref()
-                .map(|registry| registry.authenticate(credentials.as_ref()).cloned())
-        })
-        .await
-        .map_err(Error::internal)?
-        .ok_or_else(|| Error::internal(std::io::Error::other("no client registry")))?
-        .map_err(unauthenticated)
+        let registry = Arc::clone(registry);
+        tokio::task::spawn_blocking(move || registry.authenticate(credentials.as_ref()).cloned())
+            .await
+            .map_err(Error::internal)?
+            .map_err(unauthenticated)
     }
 
     /// Builds the claims and signs them: the one RSA signature per token.
@@ -457,8 +451,9 @@ impl KeyService {
 
         let stored = self.store_call(self.inner.store.load()).await?;
         let metas: Vec<KeyMeta> = stored.iter().map(|k| k.meta.clone()).collect();
-        let mut count = planner(&metas).create.len();
-        if planner(&metas).is_empty() {
+        let plan = planner(&metas);
+        let mut count = plan.create.len();
+        if plan.is_empty() {
             self.install(stored, now)?;
             return Ok(Vec::new());
         }

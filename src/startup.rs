@@ -147,7 +147,7 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
                 clients = registry.len(),
                 "client authentication required to issue tokens"
             );
-            Some(registry)
+            Some(Arc::new(registry))
         }
         None => None,
     };

@@ -237,11 +237,12 @@ fn to_status(err: Error) -> Status {
         Error::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
         Error::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
         Error::PermissionDenied(_) => Status::permission_denied(err.to_string()),
-        Error::RateLimited { retry_after } => {
+        Error::RateLimited { .. } => {
             let mut status = Status::resource_exhausted(err.to_string());
-            let seconds =
-                (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
-            if let Ok(value) = seconds.to_string().parse() {
+            if let Some(value) = err
+                .retry_after_secs()
+                .and_then(|s| s.to_string().parse().ok())
+            {
                 status.metadata_mut().insert("retry-after", value);
             }
             status

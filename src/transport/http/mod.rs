@@ -184,11 +184,10 @@ impl From<Error> for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"jwks-server\", charset=\"UTF-8\""),
             ),
-            Error::RateLimited { retry_after } => {
-                // Round up: retrying early only earns another 429.
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                api.with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
-            }
+            Error::RateLimited { .. } => match err.retry_after_secs() {
+                Some(seconds) => api.with_header(header::RETRY_AFTER, HeaderValue::from(seconds)),
+                None => api,
+            },
             _ => api,
         }
     }
