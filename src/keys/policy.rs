@@ -186,6 +186,15 @@ pub enum Trigger {
 /// Decides what to create and prune at `now`. Pure: the store calls it again
 /// inside its rotation transaction, so only one replica acts on each slot.
 pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger: Trigger) -> Plan {
+    // Every key was published at its creator's clock reading, so the store
+    // proves time has reached the newest `published_at`. A caller whose reading
+    // is older (taken before it waited for the lock, or on a host whose clock
+    // is a moment behind) plans from there instead; otherwise it would see the
+    // keys just committed as not signing yet and rotate the same slot again.
+    let now = keys
+        .iter()
+        .map(|k| k.published_at)
+        .fold(now, Timestamp::max);
     let one_second = Duration::from_secs(1);
     let mut plan = Plan::default();
     let next_generation = keys.iter().map(|k| k.generation).max().unwrap_or(0) + 1;
@@ -332,6 +341,36 @@ mod tests {
             plan_rotation(&[], at(0), &policy(), Trigger::Schedule),
         );
         assert!(plan_rotation(&keys, at(60), &policy(), Trigger::Schedule).is_empty());
+    }
+
+    /// Replicas read the clock before they take the rotation lock (and key
+    /// generation runs in between), so the one that plans second may hold an
+    /// instant earlier than the keys the first has just committed. It must not
+    /// read those keys as "not signing yet" and mint another set.
+    #[test]
+    fn a_plan_made_with_an_older_clock_reading_than_the_store_changes_nothing() {
+        let p = policy();
+        let mut keys = vec![];
+        apply(
+            &mut keys,
+            plan_rotation(&[], at(1_000), &p, Trigger::Schedule),
+        );
+        for stale in [at(999), at(990), at(400)] {
+            assert_eq!(
+                plan_rotation(&keys, stale, &p, Trigger::Schedule),
+                Plan::default(),
+                "planned at {stale}"
+            );
+        }
+
+        let due = next_rotation_at(&keys, &p).unwrap();
+        let plan = plan_rotation(&keys, due, &p, Trigger::Schedule);
+        apply(&mut keys, plan);
+        assert_eq!(keys.len(), 3);
+        assert!(
+            plan_rotation(&keys, due - Duration::from_secs(2), &p, Trigger::Schedule).is_empty(),
+            "a replica a moment behind does not rotate the same slot again"
+        );
     }
 
     #[test]

@@ -15,8 +15,14 @@ use std::{
 };
 
 use jwks_server::{
+    keys::{
+        policy::Policy,
+        seal::{Kek, KekRing},
+    },
     proto::{IssueTokenRequest, key_service_client::KeyServiceClient},
+    service::{Access, KeyService},
     store::{KeyStore, SqlStore, StoredKey},
+    time::Timestamp,
 };
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection};
@@ -25,7 +31,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::helpers::{ServerProcess, claims, header, kids, now, verify};
+use crate::helpers::{ServerProcess, TEST_KEK, claims, header, kids, now, verify};
 
 type Replica = ServerProcess;
 
@@ -227,6 +233,56 @@ async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
     for replica in &replicas[1..] {
         assert_eq!(kids(&replica.jwks(&client).await), first);
     }
+}
+
+/// The race behind `replicas_started_together…`, made deterministic: a
+/// replica that read the clock before another committed the first keys (its
+/// reading is older than theirs) takes the lock second and must find nothing to
+/// do, not mint a second key set.
+#[tokio::test]
+async fn a_replica_with_an_older_clock_reading_does_not_create_keys_twice() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let policy = Policy::new(
+        Duration::from_secs(15 * 60),
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(10 * 60),
+        Duration::from_secs(10),
+        Duration::from_secs(5 * 60),
+    );
+    let start = |now: i64| {
+        let url = db.url.clone();
+        let policy = policy.clone();
+        async move {
+            let store: Arc<dyn KeyStore> = Arc::new(SqlStore::connect(&url).await.unwrap());
+            let keks = KekRing::new(vec![Kek::from_base64(TEST_KEK).unwrap()]).unwrap();
+            KeyService::start(
+                store,
+                keks,
+                policy,
+                "http://test".into(),
+                Access::default(),
+                Timestamp::from_unix(now),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let now = Timestamp::now().unix();
+    let first = start(now).await;
+    let behind = start(now - 3).await;
+    let keys = db.keys().await;
+    assert_eq!(keys.len(), 2, "one active and one expired key, once");
+    assert_one_key_per_slot(&keys);
+    let signer = |service: &KeyService| {
+        service
+            .ring()
+            .signer(Timestamp::from_unix(now))
+            .map(|k| k.meta.kid.clone())
+    };
+    assert_eq!(signer(&first), signer(&behind));
+    assert!(signer(&first).is_some());
 }
 
 async fn futures_join3(
