@@ -557,9 +557,7 @@ async fn no_private_key_secret_or_token_ever_reaches_the_logs() {
         .await
         .unwrap();
     server.child.start_kill().unwrap();
-    server.child.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = server.log_text();
+    let (_, log) = server.exited(Duration::from_secs(15)).await;
     assert!(
         log.lines().count() > 20,
         "trace logging produced {} lines",

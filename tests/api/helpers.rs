@@ -225,6 +225,8 @@ pub struct ServerProcess {
     pub grpc: SocketAddr,
     /// Every log line it has written so far (JSON).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The task copying its stderr into `log`; it ends at end of file.
+    drain: tokio::task::JoinHandle<()>,
 }
 
 impl ServerProcess {
@@ -265,7 +267,7 @@ impl ServerProcess {
         .expect("server listens within 30 s");
         // Keep draining (and keeping) its log so the pipe never fills.
         let sink = log.clone();
-        tokio::spawn(async move {
+        let drain = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 sink.lock().unwrap().push(line);
             }
@@ -275,11 +277,44 @@ impl ServerProcess {
             http: format!("http://{}", listening["http_addr"].as_str().unwrap()),
             grpc: listening["grpc_addr"].as_str().unwrap().parse().unwrap(),
             log,
+            drain,
         }
     }
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (at most `limit`) until a log line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.log_text().contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line with {needle:?} within {limit:?}: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (at most `limit`) for the process to exit and for every line it
+    /// wrote to be read, then returns its exit status and whole log.
+    pub async fn exited(self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let Self {
+            mut child,
+            log,
+            drain,
+            ..
+        } = self;
+        tokio::time::timeout(limit, async {
+            let status = child.wait().await.expect("wait for the server process");
+            drain.await.expect("log reader");
+            let text = log.lock().unwrap().join("\n");
+            (status, text)
+        })
+        .await
+        .expect("the server exits in time")
     }
 }
 

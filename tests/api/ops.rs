@@ -244,14 +244,26 @@ async fn sigterm_lets_accepted_requests_finish_refuses_new_ones_and_exits_zero()
             .unwrap()
             .success()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    // New connections are refused once it drains...
-    let refused = reqwest::Client::new()
-        .post(format!("{}/auth", server.http))
-        .send()
+    server
+        .wait_for_log("shutting down", Duration::from_secs(10))
         .await;
-    assert!(refused.is_err(), "a new request was served after SIGTERM");
+
+    // Both listeners close while the accepted requests are still in flight
+    // (the process cannot exit before they finish)...
+    for listener in [addr.clone(), server.grpc.to_string()] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&listener).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{listener} still accepts connections 10 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited before its accepted requests finished"
+    );
 
     // ...but every accepted request completes.
     for mut stream in in_flight {
@@ -268,12 +280,8 @@ async fn sigterm_lets_accepted_requests_finish_refuses_new_ones_and_exits_zero()
         let token = response.rsplit("\r\n\r\n").next().unwrap();
         assert_eq!(crate::helpers::claims(token)["sub"], "drain");
     }
-    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, log) = server.exited(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
-    let log = server.log_text();
     assert!(
         log.contains("shutting down") && log.contains("stopped cleanly"),
         "{log}"
