@@ -20,6 +20,7 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 use serde::Deserialize;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Credentials a caller presented (HTTP Basic, form fields, gRPC metadata).
 #[derive(Clone, PartialEq, Eq)]
@@ -183,34 +184,45 @@ impl ClientRegistry {
         self.clients.is_empty()
     }
 
-    /// Checks credentials. May take tens of milliseconds (argon2) the first
-    /// time a client's secret is seen: call from a blocking thread.
+    /// Answers what can be answered without argon2: missing credentials, an
+    /// unknown client, or the secret this client last proved (compared in
+    /// constant time). `None` means only [`Self::authenticate`] can tell,
+    /// which includes every wrong secret for a known client.
+    pub fn check_cached(
+        &self,
+        credentials: Option<&Credentials>,
+    ) -> Option<Result<&Client, AuthFailure>> {
+        let Some(credentials) = credentials else {
+            return Some(Err(AuthFailure::Missing));
+        };
+        let Some(client) = self.clients.get(&credentials.id) else {
+            return Some(Err(AuthFailure::UnknownClient));
+        };
+        let known = self.lock().get(&client.id).copied()?;
+        let presented = presented_digest(client, credentials);
+        verify_slices_are_equal(known.as_ref(), presented.as_ref())
+            .is_ok()
+            .then_some(Ok(client))
+    }
+
+    /// Checks credentials. Takes tens of milliseconds and ~19 MiB (argon2)
+    /// unless [`Self::check_cached`] can answer: call from a blocking thread.
     pub fn authenticate(&self, credentials: Option<&Credentials>) -> Result<&Client, AuthFailure> {
+        if let Some(answer) = self.check_cached(credentials) {
+            return answer;
+        }
         let credentials = credentials.ok_or(AuthFailure::Missing)?;
         let client = self
             .clients
             .get(&credentials.id)
             .ok_or(AuthFailure::UnknownClient)?;
-        let presented = digest::digest(
-            &digest::SHA256,
-            &[client.id.as_bytes(), b"\0", credentials.secret.as_bytes()].concat(),
-        );
-        if let Some(known) = self.lock().get(&client.id)
-            && verify_slices_are_equal(known.as_ref(), presented.as_ref()).is_ok()
-        {
-            return Ok(client);
-        }
         let hash = client.secret_hash.password_hash();
         Argon2::default()
             .verify_password(credentials.secret.as_bytes(), &hash)
             .map_err(|_| AuthFailure::WrongSecret)?;
-        self.lock().insert(client.id.clone(), presented);
+        self.lock()
+            .insert(client.id.clone(), presented_digest(client, credentials));
         Ok(client)
-    }
-
-    /// Whether a check for these credentials would be answered from memory.
-    pub fn is_cached(&self, credentials: &Credentials) -> bool {
-        self.lock().contains_key(&credentials.id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, digest::Digest>> {
@@ -218,6 +230,105 @@ impl ClientRegistry {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+}
+
+/// What the cache remembers of a proven secret: a digest bound to the client id.
+fn presented_digest(client: &Client, credentials: &Credentials) -> digest::Digest {
+    digest::digest(
+        &digest::SHA256,
+        &[client.id.as_bytes(), b"\0", credentials.secret.as_bytes()].concat(),
+    )
+}
+
+/// Guards the slow path of client authentication, where a secret the server
+/// has not seen before is checked with argon2 (tens of milliseconds and
+/// ~19 MiB each, on purpose). Legitimate clients take that path once per
+/// process; a stream of wrong secrets takes it every time, so it is bounded
+/// three ways: one check per core at a time, a short queue beyond that
+/// (callers past it are told to retry), and a budget of checks per source
+/// address ([`SecretChecks::PER_ADDRESS_BURST`], refilled at
+/// [`SecretChecks::PER_ADDRESS_PER_MINUTE`] a minute). Answers from the cache
+/// are never limited, so a proven client keeps working during a flood.
+pub struct SecretChecks {
+    running: Semaphore,
+    admitted: Semaphore,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// Why a secret check was not run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckRefused {
+    /// This address has used its budget; it may try again after the wait.
+    AddressOverBudget(Duration),
+    /// The queue of checks is full (the server is under a flood).
+    Busy,
+}
+
+/// Permission to run one secret check; hold it while the check runs.
+#[derive(Debug)]
+pub struct CheckPermit<'a> {
+    _running: SemaphorePermit<'a>,
+    _admitted: SemaphorePermit<'a>,
+}
+
+impl fmt::Debug for SecretChecks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretChecks")
+            .field("running", &self.running.available_permits())
+            .field("admitted", &self.admitted.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretChecks {
+    /// Uncached secret checks an address may make at once.
+    pub const PER_ADDRESS_BURST: u32 = 20;
+    /// How fast an address's budget refills.
+    pub const PER_ADDRESS_PER_MINUTE: u32 = 30;
+    /// Checks that may wait for a core, per core.
+    const QUEUE_PER_CORE: usize = 16;
+
+    pub fn new(cores: usize) -> Self {
+        let cores = cores.max(1);
+        let per_minute = NonZeroU32::new(Self::PER_ADDRESS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(Self::PER_ADDRESS_BURST).unwrap_or(NonZeroU32::MIN);
+        Self {
+            running: Semaphore::new(cores),
+            admitted: Semaphore::new(cores * (1 + Self::QUEUE_PER_CORE)),
+            per_address: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+        }
+    }
+
+    /// Waits for a core to check a secret from `addr` (unknown for in-process
+    /// callers, which only the queue bounds).
+    pub async fn admit(&self, addr: Option<IpAddr>) -> Result<CheckPermit<'_>, CheckRefused> {
+        if let Some(addr) = addr {
+            self.per_address.check_key(&addr).map_err(|not_until| {
+                CheckRefused::AddressOverBudget(
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                )
+            })?;
+        }
+        let admitted = self
+            .admitted
+            .try_acquire()
+            .map_err(|_| CheckRefused::Busy)?;
+        let running = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| CheckRefused::Busy)?;
+        Ok(CheckPermit {
+            _running: running,
+            _admitted: admitted,
+        })
+    }
+
+    /// Forgets addresses whose budgets are full again (bounded memory).
+    pub fn forget_idle(&self) {
+        self.per_address.retain_recent();
+        self.per_address.shrink_to_fit();
     }
 }
 
@@ -301,8 +412,13 @@ mod tests {
         .unwrap();
         let client = clients.authenticate(Some(&creds("svc", "s3cret"))).unwrap();
         assert_eq!(client.audiences, ["api"]);
-        assert!(clients.is_cached(&creds("svc", "s3cret")));
-        // The cached path still refuses a wrong secret.
+        assert!(matches!(
+            clients.check_cached(Some(&creds("svc", "s3cret"))),
+            Some(Ok(_))
+        ));
+        // A wrong secret for a proven client is not answered from memory: it
+        // takes the slow, guarded path, and is refused there.
+        assert!(clients.check_cached(Some(&creds("svc", "nope"))).is_none());
         assert_eq!(
             clients
                 .authenticate(Some(&creds("svc", "nope")))
@@ -358,6 +474,44 @@ mod tests {
     #[test]
     fn credentials_debug_hides_the_secret() {
         assert!(!format!("{:?}", creds("svc", "s3cret")).contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn secret_checks_are_bounded_per_address_and_by_a_queue() {
+        let checks = SecretChecks::new(1);
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..SecretChecks::PER_ADDRESS_BURST {
+            drop(checks.admit(Some(attacker)).await.unwrap());
+        }
+        match checks.admit(Some(attacker)).await {
+            Err(CheckRefused::AddressOverBudget(wait)) => {
+                assert!(
+                    wait > Duration::ZERO && wait <= Duration::from_secs(2),
+                    "{wait:?}"
+                );
+            }
+            other => panic!("expected the address to be over budget: {other:?}"),
+        }
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let running = checks.admit(Some(other)).await.unwrap();
+
+        // With the one core busy, callers queue up to the bound, then are refused.
+        let queue = SecretChecks::QUEUE_PER_CORE;
+        let waiting: Vec<_> = (0..queue)
+            .map(|_| {
+                let admitted = checks.admitted.try_acquire().unwrap();
+                assert!(checks.running.try_acquire().is_err(), "the core is busy");
+                admitted
+            })
+            .collect();
+        assert_eq!(
+            checks.admit(None).await.err(),
+            Some(CheckRefused::Busy),
+            "the queue is full"
+        );
+        drop(waiting);
+        drop(running);
+        assert!(checks.admit(None).await.is_ok(), "and drains");
     }
 
     #[test]

@@ -17,8 +17,14 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
     /// The caller asked too often; it may try again after `retry_after`.
-    #[error("too many tokens requested; retry in {}s", retry_after.as_secs().max(1))]
-    RateLimited { retry_after: std::time::Duration },
+    #[error("too many {what}; retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
+    /// Too many client secrets are waiting to be checked; retry shortly.
+    #[error("too many client authentications in progress; retry in 1s")]
+    Busy,
     /// No key is in its signing window (for example, the store has been
     /// unreachable for longer than a key signs).
     #[error("no signing key is active")]
@@ -50,7 +56,7 @@ impl Error {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
-            Self::NoSigningKey | Self::NoExpiredKey => "unavailable",
+            Self::NoSigningKey | Self::NoExpiredKey | Self::Busy => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -63,14 +69,15 @@ impl Error {
         }
     }
 
-    /// For [`Error::RateLimited`]: whole seconds to wait, rounded up (retrying
+    /// For [`Error::RateLimited`] and [`Error::Busy`]: whole seconds to wait, rounded up (retrying
     /// early only earns another refusal), at least 1.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited { retry_after, .. } => {
                 let rounded_up = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Some(rounded_up.max(1))
             }
+            Self::Busy => Some(1),
             _ => None,
         }
     }

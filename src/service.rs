@@ -16,7 +16,7 @@ use serde::Serialize;
 use zeroize::Zeroize;
 
 use crate::{
-    access::{AuthFailure, Caller, Client, ClientRegistry, RateLimits},
+    access::{AuthFailure, Caller, CheckRefused, Client, ClientRegistry, RateLimits, SecretChecks},
     error::Error,
     keys::{
         KeyMeta, KeyState,
@@ -147,8 +147,8 @@ pub struct Access {
     pub clients: Option<Arc<ClientRegistry>>,
     /// When set, issuance is rate limited per client (or per address).
     pub rate_limits: Option<RateLimits>,
-    /// Bounds concurrent argon2 checks of uncached client secrets.
-    pub argon2_permits: tokio::sync::Semaphore,
+    /// Bounds the argon2 checks of secrets the cache cannot answer.
+    pub secret_checks: SecretChecks,
 }
 
 impl Access {
@@ -162,7 +162,7 @@ impl Access {
             allow_expired,
             clients,
             rate_limits,
-            argon2_permits: tokio::sync::Semaphore::new(cores),
+            secret_checks: SecretChecks::new(cores),
         }
     }
 }
@@ -286,7 +286,10 @@ impl KeyService {
         if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
             limits
                 .check(&key)
-                .map_err(|retry_after| Error::RateLimited { retry_after })?;
+                .map_err(|retry_after| Error::RateLimited {
+                    what: "tokens requested",
+                    retry_after,
+                })?;
         }
         self.sign(&subject, &audience, lifetime, request.expired, now)
     }
@@ -317,23 +320,26 @@ impl KeyService {
                 }
             })
         };
-        let credentials = caller.credentials.clone();
-        if credentials.as_ref().is_none_or(|c| registry.is_cached(c)) {
-            return registry
-                .authenticate(credentials.as_ref())
-                .cloned()
-                .map_err(unauthenticated);
+        if let Some(answer) = registry.check_cached(caller.credentials.as_ref()) {
+            return answer.cloned().map_err(unauthenticated);
         }
-        // argon2 takes ~19 MiB and tens of milliseconds per check: at most one
-        // check per core at a time, so a flood of wrong secrets queues instead
-        // of exhausting memory and the blocking pool.
+        // argon2 takes ~19 MiB and tens of milliseconds per check: admitted
+        // per core, per address and through a bounded queue, on a blocking
+        // thread, so a flood of wrong secrets never stalls other requests.
         let _permit = self
             .inner
             .access
-            .argon2_permits
-            .acquire()
+            .secret_checks
+            .admit(caller.addr)
             .await
-            .map_err(Error::internal)?;
+            .map_err(|refused| match refused {
+                CheckRefused::AddressOverBudget(retry_after) => Error::RateLimited {
+                    what: "client authentication attempts from this address",
+                    retry_after,
+                },
+                CheckRefused::Busy => Error::Busy,
+            })?;
+        let credentials = caller.credentials.clone();
         let registry = Arc::clone(registry);
         tokio::task::spawn_blocking(move || registry.authenticate(credentials.as_ref()).cloned())
             .await
@@ -392,6 +398,7 @@ impl KeyService {
         if let Some(limits) = &self.inner.access.rate_limits {
             limits.forget_idle();
         }
+        self.inner.access.secret_checks.forget_idle();
     }
 
     /// Health at `now`: whether we can sign, and whether the store answers.

@@ -238,21 +238,26 @@ fn to_status(err: Error) -> Status {
         Error::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
         Error::PermissionDenied(_) => Status::permission_denied(err.to_string()),
         Error::RateLimited { .. } => {
-            let mut status = Status::resource_exhausted(err.to_string());
-            if let Some(value) = err
-                .retry_after_secs()
-                .and_then(|s| s.to_string().parse().ok())
-            {
-                status.metadata_mut().insert("retry-after", value);
-            }
-            status
+            with_retry_after(Status::resource_exhausted(err.to_string()), &err)
         }
+        Error::Busy => with_retry_after(Status::unavailable(err.to_string()), &err),
         Error::NoSigningKey | Error::NoExpiredKey => Status::unavailable(err.to_string()),
         Error::Internal(_) => {
             tracing::error!(error = %err.chain(), "IssueToken failed");
             Status::internal(err.client_message())
         }
     }
+}
+
+/// Adds the `retry-after` metadata (whole seconds) the error carries.
+fn with_retry_after(mut status: Status, err: &Error) -> Status {
+    if let Some(value) = err
+        .retry_after_secs()
+        .and_then(|s| s.to_string().parse().ok())
+    {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
 }
 
 /// The canonical name of a status code, for metric labels and logs.

@@ -428,6 +428,77 @@ async fn client_authentication_over_grpc() {
     assert_eq!(denied.code(), Code::PermissionDenied);
 }
 
+/// Wrong secrets cost an argon2 check each, so an address that keeps sending
+/// them runs out of checks (429 / RESOURCE_EXHAUSTED with a retry time) while
+/// a client whose secret is already proven keeps getting tokens from the same
+/// address, through both doors.
+#[tokio::test]
+async fn a_stream_of_wrong_secrets_is_cut_off_without_locking_out_a_proven_client() {
+    let app = app_with_clients().await;
+    let mut grpc = app.grpc().await;
+    let issue = |auth: String| {
+        app.client
+            .post(app.url("/auth"))
+            .header(header::AUTHORIZATION, auth)
+            .send()
+    };
+    assert_eq!(issue(basic("ops", "o-secret")).await.unwrap().status(), 200);
+
+    let budget = jwks_server::access::SecretChecks::PER_ADDRESS_BURST;
+    let mut unauthorized = 0;
+    let refused = loop {
+        let response = issue(basic("ops", &format!("guess-{unauthorized}")))
+            .await
+            .unwrap();
+        if response.status() != StatusCode::UNAUTHORIZED {
+            break response;
+        }
+        unauthorized += 1;
+        // The budget refills one check every 2 s, so a slow machine may see
+        // a few more than the burst.
+        assert!(
+            unauthorized <= budget + 10,
+            "no limit after {unauthorized} wrong secrets"
+        );
+    };
+    assert!(
+        unauthorized >= budget - 2,
+        "cut off after only {unauthorized}"
+    );
+    let retry_after: u64 = refused.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
+    let body = assert_json_error(refused, StatusCode::TOO_MANY_REQUESTS, "over budget").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("client authentication attempts"),
+        "{body}"
+    );
+
+    let mut request = Request::new(IssueTokenRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", basic("billing", "wrong").parse().unwrap());
+    let status = grpc.issue_token(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.metadata().get("retry-after").is_some());
+
+    // The proven client is answered from the cache, never limited.
+    let ok = issue(basic("ops", "o-secret")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    verify(&ok.text().await.unwrap(), &app.jwks().await).unwrap();
+    let mut request = Request::new(IssueTokenRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", basic("ops", "o-secret").parse().unwrap());
+    assert!(grpc.issue_token(request).await.is_ok());
+}
+
 #[tokio::test]
 async fn rate_limits_refuse_with_retry_after_and_recover_while_the_jwks_is_never_limited() {
     let app = spawn_app_with(|c| {

@@ -172,7 +172,9 @@ impl From<Error> for ApiError {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::NoSigningKey | Error::NoExpiredKey => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoSigningKey | Error::NoExpiredKey | Error::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Internal(_) => {
                 tracing::error!(error = %err.chain(), "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -184,7 +186,7 @@ impl From<Error> for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"jwks-server\", charset=\"UTF-8\""),
             ),
-            Error::RateLimited { .. } => match err.retry_after_secs() {
+            Error::RateLimited { .. } | Error::Busy => match err.retry_after_secs() {
                 Some(seconds) => api.with_header(header::RETRY_AFTER, HeaderValue::from(seconds)),
                 None => api,
             },
@@ -511,10 +513,10 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
         (status = 400, description = "A bad parameter or body", body = ErrorBody),
         (status = 401, description = "Client credentials required (with --clients-file)", body = ErrorBody),
         (status = 403, description = "Expired tokens disabled, or an audience the client may not ask for", body = ErrorBody),
-        (status = 429, description = "Rate limited (with --rate-limit); see Retry-After", body = ErrorBody),
+        (status = 429, description = "Rate limited (with --rate-limit), or too many client secret checks from this address (with --clients-file); see Retry-After", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "A body of an unsupported type", body = ErrorBody),
-        (status = 503, description = "No key can sign", body = ErrorBody),
+        (status = 503, description = "No key can sign, or too many client secret checks queued; see Retry-After", body = ErrorBody),
     ))]
 async fn auth(
     State(state): State<AppState>,
