@@ -253,7 +253,7 @@ fn presented_digest(client: &Client, credentials: &Credentials) -> digest::Diges
 pub struct SecretChecks {
     running: Semaphore,
     admitted: Semaphore,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    per_address: RateLimits,
 }
 
 /// Why a secret check was not run.
@@ -296,7 +296,7 @@ impl SecretChecks {
         Self {
             running: Semaphore::new(cores),
             admitted: Semaphore::new(cores * (1 + Self::QUEUE_PER_CORE)),
-            per_address: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            per_address: RateLimits::from_quota(Quota::per_minute(per_minute).allow_burst(burst)),
         }
     }
 
@@ -304,11 +304,9 @@ impl SecretChecks {
     /// callers, which only the queue bounds).
     pub async fn admit(&self, addr: Option<IpAddr>) -> Result<CheckPermit<'_>, CheckRefused> {
         if let Some(addr) = addr {
-            self.per_address.check_key(&addr).map_err(|not_until| {
-                CheckRefused::AddressOverBudget(
-                    not_until.wait_time_from(DefaultClock::default().now()),
-                )
-            })?;
+            self.per_address
+                .check(&addr.to_string())
+                .map_err(CheckRefused::AddressOverBudget)?;
         }
         let admitted = self
             .admitted
@@ -327,8 +325,7 @@ impl SecretChecks {
 
     /// Forgets addresses whose budgets are full again (bounded memory).
     pub fn forget_idle(&self) {
-        self.per_address.retain_recent();
-        self.per_address.shrink_to_fit();
+        self.per_address.forget_idle();
     }
 }
 
@@ -357,8 +354,12 @@ impl fmt::Debug for RateLimits {
 impl RateLimits {
     /// `per_second` tokens a second, bursts of up to `burst`.
     pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self::from_quota(Quota::per_second(per_second).allow_burst(burst))
+    }
+
+    fn from_quota(quota: Quota) -> Self {
         Self {
-            limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            limiter: RateLimiter::keyed(quota),
         }
     }
 
