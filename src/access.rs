@@ -6,12 +6,20 @@
 //! every token, whichever door the request came through.
 
 use std::{
-    collections::HashMap, fmt, net::IpAddr, num::NonZeroU32, path::Path, sync::Mutex,
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    num::NonZeroU32,
+    path::Path,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
     password_hash::{PasswordHashString, SaltString},
 };
 use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
@@ -115,9 +123,19 @@ struct ClientEntry {
 /// The registered clients. Verifying a secret runs argon2 (deliberately slow),
 /// so a successful check is remembered as a SHA-256 digest and later requests
 /// compare digests in constant time.
+///
+/// An unknown client id costs exactly what a known one with a wrong secret
+/// does: an argon2 check (against a decoy hash made with the clients' own
+/// parameters), the same answer and the same per-address budget. Otherwise
+/// the speed of the answer, or which ids ever get a 429, would tell an
+/// attacker which ids exist.
 pub struct ClientRegistry {
     clients: HashMap<String, Client>,
     verified: Mutex<HashMap<String, digest::Digest>>,
+    /// Matches no secret; checked for unknown ids.
+    decoy_hash: PasswordHashString,
+    /// argon2 verifications run so far (known and unknown ids alike).
+    checks_run: AtomicU64,
 }
 
 impl fmt::Debug for ClientRegistry {
@@ -144,14 +162,22 @@ impl ClientRegistry {
         let file: ClientsFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let mut clients = HashMap::new();
         for entry in file.clients {
-            if entry.id.is_empty()
-                || entry.id.contains(':')
-                || entry.id.chars().any(char::is_control)
-            {
+            if entry.id.is_empty() || entry.id.contains(':') {
                 return Err(invalid(format!(
-                    "client id {:?} must be non-empty, without ':' or control characters",
+                    "client id {:?} must be non-empty, without ':'",
                     entry.id
                 )));
+            }
+            // The id becomes `sub`: it must read as what it is.
+            crate::text::check_visible(&entry.id)
+                .map_err(|hidden| invalid(format!("client id {:?}: {hidden}", entry.id)))?;
+            for audience in &entry.audiences {
+                crate::text::check_visible(audience).map_err(|hidden| {
+                    invalid(format!(
+                        "client {:?}: audience {audience:?}: {hidden}",
+                        entry.id
+                    ))
+                })?;
             }
             let hash = PasswordHash::new(&entry.secret_hash)
                 .map_err(|e| invalid(format!("client {}: secret_hash is not a PHC string ({e}); make one with `jwks-server hash-secret`", entry.id)))?;
@@ -170,10 +196,18 @@ impl ClientRegistry {
                 return Err(invalid(format!("client {} is listed twice", entry.id)));
             }
         }
+        let decoy_hash = decoy_hash(&clients)?;
         Ok(Self {
             clients,
             verified: Mutex::new(HashMap::new()),
+            decoy_hash,
+            checks_run: AtomicU64::new(0),
         })
+    }
+
+    /// argon2 verifications run so far, for unknown and known ids alike.
+    pub fn checks_run(&self) -> u64 {
+        self.checks_run.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {
@@ -184,10 +218,10 @@ impl ClientRegistry {
         self.clients.is_empty()
     }
 
-    /// Answers what can be answered without argon2: missing credentials, an
-    /// unknown client, or the secret this client last proved (compared in
-    /// constant time). `None` means only [`Self::authenticate`] can tell,
-    /// which includes every wrong secret for a known client.
+    /// Answers what can be answered without argon2: missing credentials, or
+    /// the secret this client last proved (compared in constant time). `None`
+    /// means only [`Self::authenticate`] can tell, which includes every wrong
+    /// secret and every unknown client id (so both cost the same).
     pub fn check_cached(
         &self,
         credentials: Option<&Credentials>,
@@ -195,9 +229,7 @@ impl ClientRegistry {
         let Some(credentials) = credentials else {
             return Some(Err(AuthFailure::Missing));
         };
-        let Some(client) = self.clients.get(&credentials.id) else {
-            return Some(Err(AuthFailure::UnknownClient));
-        };
+        let client = self.clients.get(&credentials.id)?;
         let known = self.lock().get(&client.id).copied()?;
         let presented = presented_digest(client, credentials);
         verify_slices_are_equal(known.as_ref(), presented.as_ref())
@@ -212,14 +244,17 @@ impl ClientRegistry {
             return answer;
         }
         let credentials = credentials.ok_or(AuthFailure::Missing)?;
-        let client = self
-            .clients
-            .get(&credentials.id)
-            .ok_or(AuthFailure::UnknownClient)?;
-        let hash = client.secret_hash.password_hash();
-        Argon2::default()
-            .verify_password(credentials.secret.as_bytes(), &hash)
-            .map_err(|_| AuthFailure::WrongSecret)?;
+        let client = self.clients.get(&credentials.id);
+        // The same argon2 work whether or not the id exists.
+        let hash = client.map_or(&self.decoy_hash, |c| &c.secret_hash);
+        self.checks_run.fetch_add(1, Ordering::Relaxed);
+        let verified = Argon2::default()
+            .verify_password(credentials.secret.as_bytes(), &hash.password_hash())
+            .is_ok();
+        let client = client.ok_or(AuthFailure::UnknownClient)?;
+        if !verified {
+            return Err(AuthFailure::WrongSecret);
+        }
         self.lock()
             .insert(client.id.clone(), presented_digest(client, credentials));
         Ok(client)
@@ -231,6 +266,38 @@ impl ClientRegistry {
             Err(poisoned) => poisoned.into_inner(),
         }
     }
+}
+
+/// A hash of a random secret nobody knows, made with the costliest argon2
+/// parameters among `clients` (the defaults when there are none), so checking
+/// a secret against it takes what checking a real client's does.
+fn decoy_hash(clients: &HashMap<String, Client>) -> Result<PasswordHashString, ClientsError> {
+    let hash_error = |e: argon2::password_hash::Error| ClientsError::Hash(e.to_string());
+    let mut costliest: Option<(u64, Argon2<'static>)> = None;
+    for client in clients.values() {
+        let hash = client.secret_hash.password_hash();
+        let (Ok(algorithm), Ok(params)) =
+            (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
+        else {
+            continue;
+        };
+        let version = hash
+            .version
+            .and_then(|v| Version::try_from(v).ok())
+            .unwrap_or_default();
+        let cost = u64::from(params.m_cost()) * u64::from(params.t_cost());
+        if costliest.as_ref().is_none_or(|(most, _)| cost > *most) {
+            costliest = Some((cost, Argon2::new(algorithm, version, params)));
+        }
+    }
+    let argon2 = costliest.map_or_else(Argon2::default, |(_, argon2)| argon2);
+    let mut secret = [0u8; 32];
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| ClientsError::Hash("no randomness".into()))?;
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| ClientsError::Hash("no randomness".into()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(hash_error)?;
+    let hash = argon2.hash_password(&secret, &salt).map_err(hash_error)?;
+    Ok(hash.serialize())
 }
 
 /// What the cache remembers of a proven secret: a digest bound to the client id.
@@ -305,7 +372,7 @@ impl SecretChecks {
     pub async fn admit(&self, addr: Option<IpAddr>) -> Result<CheckPermit<'_>, CheckRefused> {
         if let Some(addr) = addr {
             self.per_address
-                .check(&addr.to_string())
+                .check(&AddressGroup::from(addr).to_string())
                 .map_err(CheckRefused::AddressOverBudget)?;
         }
         let admitted = self
@@ -326,6 +393,38 @@ impl SecretChecks {
     /// Forgets addresses whose budgets are full again (bounded memory).
     pub fn forget_idle(&self) {
         self.per_address.forget_idle();
+    }
+}
+
+/// The unit a per-address budget counts: an IPv4 address, or the /64 an IPv6
+/// address is in. One IPv6 host usually holds a whole /64 (SLAAC, privacy
+/// addresses), so counting single IPv6 addresses would give each attacker
+/// 2^64 budgets. An IPv4-mapped IPv6 address (a dual-stack listener) is its
+/// IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressGroup {
+    V4(Ipv4Addr),
+    /// The network address of a /64.
+    V6Net64(Ipv6Addr),
+}
+
+impl From<IpAddr> for AddressGroup {
+    fn from(addr: IpAddr) -> Self {
+        match addr.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => {
+                Self::V6Net64(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)))
+            }
+        }
+    }
+}
+
+impl fmt::Display for AddressGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::V4(v4) => write!(f, "{v4}"),
+            Self::V6Net64(net) => write!(f, "{net}/64"),
+        }
     }
 }
 
@@ -436,6 +535,94 @@ mod tests {
             clients.authenticate(None).unwrap_err(),
             AuthFailure::Missing
         );
+    }
+
+    #[test]
+    fn an_unknown_id_takes_the_same_argon2_check_as_a_wrong_secret() {
+        // Cheap parameters, so the test is quick and the decoy's are visible.
+        let cheap = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let hash = cheap.hash_password(b"s3cret", &salt).unwrap().to_string();
+        let clients = registry(&format!(
+            r#"{{"clients":[{{"id":"svc","secret_hash":"{hash}"}}]}}"#
+        ))
+        .unwrap();
+        let decoy = clients.decoy_hash.password_hash();
+        let params = Params::try_from(&decoy).unwrap();
+        assert_eq!((params.m_cost(), params.t_cost()), (64, 1), "{decoy}");
+
+        assert!(
+            clients.check_cached(Some(&creds("who", "x"))).is_none(),
+            "an unknown id is not answered early"
+        );
+        assert_eq!(clients.checks_run(), 0);
+        assert_eq!(
+            clients.authenticate(Some(&creds("who", "x"))).unwrap_err(),
+            AuthFailure::UnknownClient
+        );
+        assert_eq!(
+            clients.authenticate(Some(&creds("svc", "x"))).unwrap_err(),
+            AuthFailure::WrongSecret
+        );
+        assert_eq!(clients.checks_run(), 2, "one argon2 check each");
+    }
+
+    #[test]
+    fn client_ids_and_audiences_that_hide_characters_are_refused() {
+        let hash = "$argon2id$v=19$m=64,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAA";
+        for (entry, code_point) in [
+            (
+                format!(r#"{{"id":"bill\u200bing","secret_hash":"{hash}"}}"#),
+                "U+200B",
+            ),
+            (
+                format!(r#"{{"id":"ops\u202e","secret_hash":"{hash}"}}"#),
+                "U+202E",
+            ),
+            (
+                format!(r#"{{"id":"ops","secret_hash":"{hash}","audiences":["api\u2066"]}}"#),
+                "U+2066",
+            ),
+        ] {
+            let err = registry(&format!(r#"{{"clients":[{entry}]}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(code_point), "{entry}: {err}");
+        }
+    }
+
+    #[test]
+    fn budgets_group_ipv6_by_64_and_read_mapped_ipv4_as_ipv4() {
+        let group = |text: &str| AddressGroup::from(text.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(group("192.0.2.7"), "192.0.2.7");
+        assert_eq!(group("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(
+            group("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(group("2001:db8:1:2::1"), group("2001:db8:1:2:ffff::9"));
+        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
+        assert_eq!(group("::1"), "::/64");
+    }
+
+    #[tokio::test]
+    async fn one_ipv6_64_shares_one_secret_check_budget() {
+        let checks = SecretChecks::new(1);
+        for host in 0..SecretChecks::PER_ADDRESS_BURST {
+            let addr: IpAddr = format!("2001:db8::{:x}", host + 1).parse().unwrap();
+            drop(checks.admit(Some(addr)).await.unwrap());
+        }
+        let fresh_host: IpAddr = "2001:db8::ffff:1".parse().unwrap();
+        assert!(matches!(
+            checks.admit(Some(fresh_host)).await,
+            Err(CheckRefused::AddressOverBudget(_))
+        ));
+        let next_net: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        assert!(checks.admit(Some(next_net)).await.is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`access`]: opt-in client authentication and rate limits.
 //! - [`admin`]: the operator subcommands.
+//! - [`text`]: which caller-supplied text may become a claim or a client id.
 
 pub mod access;
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod time;
 pub mod transport;
 

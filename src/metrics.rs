@@ -103,6 +103,7 @@ pub struct Metrics {
     next_rotation: Gauge,
     signing_remaining: Gauge,
     store_up: Gauge,
+    client_secret_checks: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -175,7 +176,14 @@ impl Metrics {
             "1 if the key store answered the last time it was asked, else 0",
             store_up.clone(),
         );
+        let client_secret_checks = Counter::default();
+        registry.register(
+            "client_secret_checks",
+            "argon2 checks of client secrets, for unknown client ids as for known ones",
+            client_secret_checks.clone(),
+        );
         Self {
+            client_secret_checks,
             registry,
             tokens,
             jwks,
@@ -262,6 +270,12 @@ impl Metrics {
         );
         self.store_up
             .set(i64::from(health.store == StoreHealth::Reachable));
+        // The registry counts; this counter follows it (fetch_max: concurrent
+        // scrapes cannot double-count).
+        self.client_secret_checks.inner().fetch_max(
+            service.client_secret_checks(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let mut out = String::new();
         // Writing to a String cannot fail.

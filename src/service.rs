@@ -16,7 +16,10 @@ use serde::Serialize;
 use zeroize::Zeroize;
 
 use crate::{
-    access::{AuthFailure, Caller, CheckRefused, Client, ClientRegistry, RateLimits, SecretChecks},
+    access::{
+        AddressGroup, AuthFailure, Caller, CheckRefused, Client, ClientRegistry, RateLimits,
+        SecretChecks,
+    },
     error::Error,
     keys::{
         KeyMeta, KeyState,
@@ -261,7 +264,7 @@ impl KeyService {
                     .or_else(|| caller.credentials.as_ref().map(|c| c.id.clone()))
                     .unwrap_or_else(|| DEFAULT_SUBJECT.to_owned());
                 check_claim("subject", &subject)?;
-                let key = caller.addr.map(|addr| addr.to_string());
+                let key = caller.addr.map(|addr| AddressGroup::from(addr).to_string());
                 (subject, request.audience.clone(), key)
             }
             Some(registry) => {
@@ -284,12 +287,14 @@ impl KeyService {
             }
         };
         if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
-            limits
-                .check(&key)
-                .map_err(|retry_after| Error::RateLimited {
+            limits.check(&key).map_err(|retry_after| {
+                let err = Error::RateLimited {
                     what: "tokens requested",
                     retry_after,
-                })?;
+                };
+                log_refusal(caller, &err);
+                err
+            })?;
         }
         self.sign(&subject, &audience, lifetime, request.expired, now)
     }
@@ -308,7 +313,7 @@ impl KeyService {
         caller: &Caller,
     ) -> Result<Client, Error> {
         let unauthenticated = |failure: AuthFailure| {
-            tracing::debug!(?failure, "client authentication failed");
+            log_auth_failure(caller, &failure);
             Error::Unauthenticated(match failure {
                 AuthFailure::Missing => {
                     "client credentials required: HTTP Basic (client_id:client_secret), \
@@ -332,12 +337,16 @@ impl KeyService {
             .secret_checks
             .admit(caller.addr)
             .await
-            .map_err(|refused| match refused {
-                CheckRefused::AddressOverBudget(retry_after) => Error::RateLimited {
-                    what: "client authentication attempts from this address",
-                    retry_after,
-                },
-                CheckRefused::Busy => Error::Busy,
+            .map_err(|refused| {
+                let err = match refused {
+                    CheckRefused::AddressOverBudget(retry_after) => Error::RateLimited {
+                        what: "client authentication attempts from this address",
+                        retry_after,
+                    },
+                    CheckRefused::Busy => Error::Busy,
+                };
+                log_refusal(caller, &err);
+                err
             })?;
         let credentials = caller.credentials.clone();
         let registry = Arc::clone(registry);
@@ -391,6 +400,15 @@ impl KeyService {
             expires_at,
             expires_in: expires_at.unix() - now.unix(),
         })
+    }
+
+    /// argon2 checks of client secrets run so far (0 without client auth).
+    pub fn client_secret_checks(&self) -> u64 {
+        self.inner
+            .access
+            .clients
+            .as_ref()
+            .map_or(0, |clients| clients.checks_run())
     }
 
     /// Forgets idle rate-limit buckets (called by the background loop).
@@ -604,6 +622,59 @@ impl KeyService {
     }
 }
 
+/// The client id a caller presented, bounded and with hidden characters
+/// escaped: it is the caller's text, not ours, so it may not shape the line.
+fn client_id_for_log(caller: &Caller) -> Option<String> {
+    caller
+        .credentials
+        .as_ref()
+        .map(|c| crate::text::for_log(&c.id, 64))
+}
+
+fn peer_for_log(caller: &Caller) -> String {
+    caller
+        .addr
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string())
+}
+
+/// Operators see who failed and from where (never the secret); the client
+/// only ever hears "unknown client or wrong secret".
+fn log_auth_failure(caller: &Caller, failure: &AuthFailure) {
+    let client_id = client_id_for_log(caller);
+    let peer = peer_for_log(caller);
+    match failure {
+        AuthFailure::Missing => {
+            tracing::info!(peer, "client authentication failed: no credentials");
+        }
+        AuthFailure::UnknownClient => tracing::warn!(
+            client_id,
+            peer,
+            reason = "unknown client",
+            "client authentication failed"
+        ),
+        AuthFailure::WrongSecret => tracing::warn!(
+            client_id,
+            peer,
+            reason = "wrong secret",
+            "client authentication failed"
+        ),
+    }
+}
+
+/// A 429 or a full secret-check queue, with who was refused and from where.
+fn log_refusal(caller: &Caller, err: &Error) {
+    let refusal = match err {
+        Error::Busy => "request refused, secret checks queue full",
+        _ => "request rate limited",
+    };
+    tracing::warn!(
+        client_id = client_id_for_log(caller),
+        peer = peer_for_log(caller),
+        retry_after_secs = err.retry_after_secs(),
+        "{refusal}: {err}"
+    );
+}
+
 /// Validates a token request against the policy; returns the token lifetime.
 /// Pure, so it is unit-tested and fuzzed directly.
 pub fn validate_request(request: &TokenRequest, policy: &Policy) -> Result<Duration, Error> {
@@ -632,8 +703,20 @@ pub fn validate_request(request: &TokenRequest, policy: &Policy) -> Result<Durat
             ),
         ));
     }
-    for aud in &request.audience {
-        check_claim("audience", aud)?;
+    for (index, aud) in request.audience.iter().enumerate() {
+        check_claim("audience", aud).map_err(|err| match err {
+            Error::InvalidArgument { field, reason } if request.audience.len() > 1 => {
+                Error::invalid(
+                    field,
+                    format!(
+                        "value {} of {}: {reason}",
+                        index + 1,
+                        request.audience.len()
+                    ),
+                )
+            }
+            other => other,
+        })?;
     }
     Ok(lifetime)
 }
@@ -648,8 +731,7 @@ fn check_claim(field: &'static str, value: &str) -> Result<(), Error> {
             format!("at most {MAX_CLAIM_LEN} characters"),
         ));
     }
-    if value.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
-    }
-    Ok(())
+    // Controls, and the invisible and direction-changing characters that
+    // would make a claim display as something else (see `crate::text`).
+    crate::text::check_visible(value).map_err(|hidden| Error::invalid(field, hidden))
 }
