@@ -162,31 +162,51 @@ impl KeyServiceRpc for GrpcKeyService {
 }
 
 /// Who is calling: credentials from `authorization: Basic …` metadata, or
-/// `x-client-id` / `x-client-secret`, and the peer address.
+/// `x-client-id` / `x-client-secret` (one method, each key once: a second
+/// value would leave us to pick whose credentials count), and the peer address.
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     let metadata = request.metadata();
     let text = |key: &str| -> Result<Option<String>, Status> {
-        metadata
-            .get(key)
-            .map(|v| {
-                v.to_str().map(str::to_owned).map_err(|_| {
-                    Status::invalid_argument(format!("metadata {key} is not valid text"))
-                })
-            })
-            .transpose()
+        let mut values = metadata.get_all(key).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(Status::invalid_argument(format!(
+                "metadata {key} is sent more than once; send it once"
+            )));
+        }
+        value
+            .to_str()
+            .map(|v| Some(v.to_owned()))
+            .map_err(|_| Status::invalid_argument(format!("metadata {key} is not valid text")))
     };
-    let mut credentials = match text("authorization")? {
+    let from_authorization = match text("authorization")? {
         Some(value) => Credentials::from_authorization(&value).map_err(Status::invalid_argument)?,
         None => None,
     };
-    if credentials.is_none()
-        && let Some(id) = text("x-client-id")?
-    {
-        credentials = Some(Credentials {
+    let from_client_keys = match (text("x-client-id")?, text("x-client-secret")?) {
+        (Some(id), secret) => Some(Credentials {
             id,
-            secret: text("x-client-secret")?.unwrap_or_default(),
-        });
-    }
+            secret: secret.unwrap_or_default(),
+        }),
+        (None, Some(_)) => {
+            return Err(Status::invalid_argument(
+                "metadata x-client-secret is given without x-client-id; send both, \
+                 or use authorization: Basic",
+            ));
+        }
+        (None, None) => None,
+    };
+    let credentials = match (from_authorization, from_client_keys) {
+        (Some(_), Some(_)) => {
+            return Err(Status::invalid_argument(
+                "client credentials are in both authorization and x-client-id metadata; \
+                 use one method",
+            ));
+        }
+        (basic, keys) => basic.or(keys),
+    };
     Ok(Caller {
         credentials,
         addr: request.remote_addr().map(|addr| addr.ip()),

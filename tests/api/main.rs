@@ -4,6 +4,7 @@
 
 mod hardening;
 mod helpers;
+mod input;
 mod keys;
 mod ops;
 mod replicas;
