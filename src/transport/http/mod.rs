@@ -504,13 +504,14 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
 /// comes as text, or as JSON with `Accept: application/json`.
 #[utoipa::path(post, path = "/auth", tag = "tokens",
     params(("expired" = Option<String>, Query,
-        description = "Present with no value, `true` or `1`: an expired token. `false`, `0` or absent: a valid one.")),
+        description = "Present with no value, `true` or `1`: an expired token. `false`, `0` or absent: a valid one. \
+                       May be given in the body instead; given in both, the two must agree.")),
     request_body(description = "Optional; JSON or form",
         content((AuthBody = "application/json"), (AuthBody = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "A compact JWT (text/plain), or JSON with Accept: application/json",
             content((String = "text/plain"), (TokenResponse = "application/json"))),
-        (status = 400, description = "A bad parameter or body", body = ErrorBody),
+        (status = 400, description = "A bad parameter or body, or conflicting input (a member twice, a name with its alias, query and body disagreeing, two Authorization or Content-Type headers, two credential methods); the detail names it", body = ErrorBody),
         (status = 401, description = "Client credentials required (with --clients-file)", body = ErrorBody),
         (status = 403, description = "Expired tokens disabled, or an audience the client may not ask for", body = ErrorBody),
         (status = 429, description = "Rate limited (with --rate-limit), or too many client secret checks from this address (with --clients-file); see Retry-After", body = ErrorBody),
