@@ -64,6 +64,10 @@ pub enum StoreError {
     Query(#[source] sqlx::Error),
     #[error("store schema migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "no key store there ({0}); operator commands never create one: check --store / JWKS_STORE"
+    )]
+    Missing(String),
     #[error("store row is not valid: {0}")]
     Corrupt(String),
     #[error("re-sealing failed: {0}")]
