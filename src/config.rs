@@ -45,6 +45,16 @@ pub enum KeysCommand {
     Rotate,
     /// Re-seal every key under the first configured KEK (after adding a new one).
     Reseal,
+    /// Delete one key from the store (for example an expired key whose row is
+    /// damaged); running servers drop it within --reload-every.
+    Remove {
+        /// The key's `kid`, as `keys list` shows it.
+        kid: String,
+        /// Also remove a key that signs now or whose tokens may still be in
+        /// use: verifiers then reject every token it signed.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -103,6 +103,7 @@ pub struct Metrics {
     next_rotation: Gauge,
     signing_remaining: Gauge,
     store_up: Gauge,
+    keys_unreadable: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -175,6 +176,12 @@ impl Metrics {
             "1 if the key store answered the last time it was asked, else 0",
             store_up.clone(),
         );
+        let keys_unreadable = Gauge::default();
+        registry.register(
+            "keys_unreadable",
+            "Expired keys in the store this process cannot open (damaged row or unknown KEK), skipped",
+            keys_unreadable.clone(),
+        );
         Self {
             registry,
             tokens,
@@ -186,6 +193,7 @@ impl Metrics {
             next_rotation,
             signing_remaining,
             store_up,
+            keys_unreadable,
         }
     }
 
@@ -262,6 +270,9 @@ impl Metrics {
         );
         self.store_up
             .set(i64::from(health.store == StoreHealth::Reachable));
+
+        self.keys_unreadable
+            .set(i64::try_from(service.unreadable_keys().len()).unwrap_or(i64::MAX));
 
         let mut out = String::new();
         // Writing to a String cannot fail.

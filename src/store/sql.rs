@@ -11,7 +11,10 @@ use sqlx::{
     migrate::Migrator,
 };
 
-use super::{KeyStore, NewKeyMaterial, Planner, Resealer, RotateOutcome, StoreError, StoredKey};
+use super::{
+    KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, RotateOutcome,
+    StoreError, StoredKey,
+};
 use crate::{keys::KeyMeta, keys::seal::SealedKey, time::Timestamp};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -132,6 +135,29 @@ impl SqlStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Takes the rotation lock for the rest of `tx`.
+    async fn lock_rotation(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query("UPDATE rotation_lock SET locked_at = $1 WHERE id = 1")
+                    .bind(Timestamp::now().unix())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Dialect::Postgres => {
+                // Selecting from the (void) function keeps the row decodable by `Any`.
+                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+                    .bind(ROTATION_LOCK_ID)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every SQLite connection runs in WAL mode: readers (a reload, `keys list`)
@@ -218,21 +244,7 @@ impl KeyStore for SqlStore {
         fresh: Vec<NewKeyMaterial>,
     ) -> Result<RotateOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::query("UPDATE rotation_lock SET locked_at = $1 WHERE id = 1")
-                    .bind(Timestamp::now().unix())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Dialect::Postgres => {
-                // Selecting from the (void) function keeps the row decodable by `Any`.
-                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
-                    .bind(ROTATION_LOCK_ID)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        self.lock_rotation(&mut tx).await?;
         let current = load_all(&mut *tx).await?;
         let metas: Vec<KeyMeta> = current.into_iter().map(|k| k.meta).collect();
         let plan = plan(&metas);
@@ -294,6 +306,32 @@ impl KeyStore for SqlStore {
         }
         tx.commit().await?;
         Ok(count)
+    }
+
+    async fn remove(
+        &self,
+        kid: &str,
+        check: &RemoveCheck<'_>,
+    ) -> Result<RemoveOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.lock_rotation(&mut tx).await?;
+        let metas: Vec<KeyMeta> = load_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|k| k.meta)
+            .collect();
+        let Some(target) = metas.iter().find(|k| k.kid == kid) else {
+            return Ok(RemoveOutcome::NotFound);
+        };
+        if let Err(reason) = check(target, &metas) {
+            return Ok(RemoveOutcome::Refused(reason));
+        }
+        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RemoveOutcome::Removed(target.clone()))
     }
 }
 

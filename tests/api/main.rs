@@ -5,6 +5,7 @@
 mod hardening;
 mod helpers;
 mod keys;
+mod operator;
 mod ops;
 mod replicas;
 mod rest;
