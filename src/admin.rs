@@ -1,33 +1,61 @@
 //! The operator subcommands (`jwks-server keys …`). They work on the store
 //! directly, so they are safe while servers run: running servers pick up
-//! what changed within --reload-every.
+//! what changed within --reload-every. They never create a store: a path
+//! that holds none is an error, so a typo cannot leave an empty store behind.
 
-use std::{fmt::Write as _, sync::Arc};
+use std::{collections::HashMap, fmt::Write as _, sync::Arc};
 
 use crate::{
     config::{Config, KeysCommand},
-    keys::{KeyMeta, policy::Trigger, state_of},
-    startup::{StartupError, load_keks, open_store, start_service},
-    store::KeyStore,
+    keys::{KeyMeta, KeyState, policy::Trigger, state_of},
+    service::open_stored,
+    startup::{StartupError, load_keks, open_existing_store, start_service_on_existing_store},
+    store::{KeyStore, RemoveOutcome, StoreError},
     time::Timestamp,
 };
+
+/// Whether each key's private half opens, as far as this command can tell.
+enum Readability {
+    /// Checked with the configured KEKs: the kids that do not open, and why.
+    Checked(HashMap<String, String>),
+    /// No KEK to check with, and why.
+    Unchecked(String),
+}
 
 /// Runs one `keys` subcommand and returns what to print.
 pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, StartupError> {
     let now = Timestamp::now();
+    let store_error = |source: StoreError| StartupError::Store {
+        url: config.store.to_string(),
+        source,
+    };
     match command {
         KeysCommand::List => {
-            // Listing needs no KEK: the schedule and public halves are in the clear.
-            let store = open_store(config).await?;
-            let keys = store.load().await.map_err(|source| StartupError::Store {
-                url: config.store.to_string(),
-                source,
-            })?;
+            // The schedule and public halves are in the clear; the KEKs, when
+            // there are any, only say which private halves do not open.
+            let store = open_existing_store(config).await?;
+            let keys = store.load().await.map_err(store_error)?;
+            let readability = if keys.is_empty() {
+                Readability::Checked(HashMap::new())
+            } else {
+                match load_keks(config, &keys) {
+                    Ok(keks) => Readability::Checked(
+                        keys.iter()
+                            .filter_map(|k| {
+                                open_stored(&keks, k)
+                                    .err()
+                                    .map(|reason| (k.meta.kid.clone(), reason))
+                            })
+                            .collect(),
+                    ),
+                    Err(err) => Readability::Unchecked(err.to_string()),
+                }
+            };
             let metas: Vec<KeyMeta> = keys.into_iter().map(|k| k.meta).collect();
-            Ok(render_table(&metas, now))
+            Ok(render_table(&metas, &readability, now))
         }
         KeysCommand::Rotate => {
-            let service = start_service(config).await?;
+            let service = start_service_on_existing_store(config).await?;
             let created = service
                 .rotate(Trigger::Operator, now)
                 .await
@@ -40,17 +68,26 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     key.kid, key.generation, key.activates_at
                 );
             }
-            let metas: Vec<KeyMeta> = service
+            let mut metas: Vec<KeyMeta> = service
                 .key_statuses(now)
                 .into_iter()
                 .map(|k| k.meta)
                 .collect();
-            out.push_str(&render_table(&metas, now));
+            let unreadable = service.unreadable_keys();
+            metas.extend(unreadable.iter().map(|k| k.meta.clone()));
+            let readability = Readability::Checked(
+                unreadable
+                    .into_iter()
+                    .map(|k| (k.meta.kid, k.reason))
+                    .collect(),
+            );
+            out.push_str(&render_table(&metas, &readability, now));
             Ok(out)
         }
         KeysCommand::Reseal => {
-            let keks = load_keks(config)?;
-            let store = Arc::new(open_store(config).await?);
+            let store = Arc::new(open_existing_store(config).await?);
+            let stored = store.load().await.map_err(store_error)?;
+            let keks = load_keks(config, &stored)?;
             let sealing = keks.sealing_id().to_owned();
             let count = store
                 .reseal(&|key| {
@@ -63,15 +100,53 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     sealed.map(Some)
                 })
                 .await
-                .map_err(|source| StartupError::Store {
-                    url: config.store.to_string(),
-                    source,
-                })?;
+                .map_err(store_error)?;
             Ok(format!(
                 "re-sealed {count} key(s) under key-encryption key {sealing}; \
                  older KEKs can be removed once every server has restarted with this one first\n"
             ))
         }
+        KeysCommand::Remove { kid, force } => {
+            let store = open_existing_store(config).await?;
+            let force = *force;
+            let check = move |key: &KeyMeta, all: &[KeyMeta]| {
+                let state = state_of(key, all, now);
+                match removal_risk(state) {
+                    Some(risk) if !force => Err(format!(
+                        "key {} is {state}: {risk}; add --force to remove it anyway",
+                        key.kid
+                    )),
+                    _ => Ok(()),
+                }
+            };
+            match store.remove(kid, &check).await.map_err(store_error)? {
+                RemoveOutcome::Removed(meta) => Ok(format!(
+                    "removed key {} (generation {}); running servers drop it within \
+                     --reload-every\n",
+                    meta.kid, meta.generation
+                )),
+                RemoveOutcome::NotFound => Err(StartupError::Refused(format!(
+                    "no key {kid} in the store {}; `jwks-server keys list` shows every kid",
+                    config.store
+                ))),
+                RemoveOutcome::Refused(reason) => Err(StartupError::Refused(reason)),
+            }
+        }
+    }
+}
+
+/// What removing a key in `state` would break, if anything.
+fn removal_risk(state: KeyState) -> Option<&'static str> {
+    match state {
+        KeyState::Active => Some(
+            "it is the active signing key, so every server stops signing until a pending key \
+             takes over, and verifiers reject every token it signed",
+        ),
+        KeyState::Retiring => Some(
+            "tokens it signed may not have expired yet, and verifiers would reject them once \
+             their JWKS no longer lists it",
+        ),
+        KeyState::Pending | KeyState::Expired => None,
     }
 }
 
@@ -88,17 +163,24 @@ pub fn hash_secret_from_stdin() -> Result<String, StartupError> {
     Ok(crate::access::hash_secret(secret)?)
 }
 
-fn render_table(keys: &[KeyMeta], now: Timestamp) -> String {
+fn render_table(keys: &[KeyMeta], readability: &Readability, now: Timestamp) -> String {
     let mut sorted: Vec<&KeyMeta> = keys.iter().collect();
     sorted.sort_by(|a, b| KeyMeta::newest_first(a, b));
     let mut out = format!(
-        "{:<44} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20}\n",
-        "KID", "GEN", "STATE", "PUBLISHED", "SIGNS FROM", "SIGNS UNTIL", "EXPIRES"
+        "{:<44} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20} {}\n",
+        "KID", "GEN", "STATE", "PUBLISHED", "SIGNS FROM", "SIGNS UNTIL", "EXPIRES", "PRIVATE KEY"
     );
     for key in sorted {
+        let private = match readability {
+            Readability::Checked(unreadable) => match unreadable.get(&key.kid) {
+                Some(reason) => format!("unreadable: {reason}"),
+                None => "ok".to_owned(),
+            },
+            Readability::Unchecked(_) => "not checked".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "{:<44} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20}",
+            "{:<44} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20} {private}",
             key.kid,
             key.generation,
             state_of(key, keys, now).as_str(),
@@ -107,6 +189,9 @@ fn render_table(keys: &[KeyMeta], now: Timestamp) -> String {
             key.retires_at.to_string(),
             key.expires_at.to_string(),
         );
+    }
+    if let Readability::Unchecked(why) = readability {
+        let _ = writeln!(out, "private keys not checked: {why}");
     }
     out
 }

@@ -6,7 +6,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::keys::policy::Policy;
+use crate::keys::policy::{Policy, PolicyError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +45,16 @@ pub enum KeysCommand {
     Rotate,
     /// Re-seal every key under the first configured KEK (after adding a new one).
     Reseal,
+    /// Delete one key from the store (for example an expired key whose row is
+    /// damaged); running servers drop it within --reload-every.
+    Remove {
+        /// The key's `kid`, as `keys list` shows it.
+        kid: String,
+        /// Also remove a key that signs now or whose tokens may still be in
+        /// use: verifiers then reject every token it signed.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,39 +105,39 @@ pub struct Config {
     )]
     pub issuer: String,
 
-    /// Default and maximum token lifetime.
-    #[arg(long, env = "JWKS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration, global = true)]
+    /// Default and maximum token lifetime (1s to 365d).
+    #[arg(long, env = "JWKS_TOKEN_TTL", default_value = "15m", value_parser = bounds::token_ttl, global = true)]
     pub token_ttl: Duration,
 
-    /// How long each key signs before the next one takes over.
-    #[arg(long, env = "JWKS_ROTATE_EVERY", default_value = "30m", value_parser = parse_duration, global = true)]
+    /// How long each key signs before the next one takes over (1s to 3650d).
+    #[arg(long, env = "JWKS_ROTATE_EVERY", default_value = "30m", value_parser = bounds::key_period, global = true)]
     pub rotate_every: Duration,
 
-    /// How long verifiers may cache the JWKS (Cache-Control max-age).
-    #[arg(long, env = "JWKS_JWKS_MAX_AGE", default_value = "10m", value_parser = parse_duration, global = true)]
+    /// How long verifiers may cache the JWKS (Cache-Control max-age; 0s to 30d).
+    #[arg(long, env = "JWKS_JWKS_MAX_AGE", default_value = "10m", value_parser = bounds::jwks_max_age, global = true)]
     pub jwks_max_age: Duration,
 
     /// How often to reload keys from the store (replicas see each other's
-    /// rotations within this).
-    #[arg(long, env = "JWKS_RELOAD_EVERY", default_value = "10s", value_parser = parse_duration, global = true)]
+    /// rotations within this; 1s to 1d).
+    #[arg(long, env = "JWKS_RELOAD_EVERY", default_value = "10s", value_parser = bounds::reload_every, global = true)]
     pub reload_every: Duration,
 
-    /// Clock difference tolerated between this service and verifiers.
-    #[arg(long, env = "JWKS_CLOCK_SKEW", default_value = "5m", value_parser = parse_duration, global = true)]
+    /// Clock difference tolerated between this service and verifiers (0s to 1d).
+    #[arg(long, env = "JWKS_CLOCK_SKEW", default_value = "5m", value_parser = bounds::clock_skew, global = true)]
     pub clock_skew: Duration,
 
     /// How long before it signs a new key is published [default and minimum:
-    /// jwks-max-age + reload-every].
-    #[arg(long, env = "JWKS_PUBLISH_AHEAD", value_parser = parse_duration, global = true)]
+    /// jwks-max-age + reload-every; at most 3650d].
+    #[arg(long, env = "JWKS_PUBLISH_AHEAD", value_parser = bounds::key_window, global = true)]
     pub publish_ahead: Option<Duration>,
 
     /// How long a key stays published after it stops signing [default and
-    /// minimum: token-ttl + jwks-max-age + clock-skew].
-    #[arg(long, env = "JWKS_RETAIN_AFTER", value_parser = parse_duration, global = true)]
+    /// minimum: token-ttl + jwks-max-age + clock-skew; at most 3650d].
+    #[arg(long, env = "JWKS_RETAIN_AFTER", value_parser = bounds::key_window, global = true)]
     pub retain_after: Option<Duration>,
 
-    /// How many expired keys to keep for `expired=true` tokens.
-    #[arg(long, env = "JWKS_KEEP_EXPIRED", default_value_t = 3, global = true)]
+    /// How many expired keys to keep for `expired=true` tokens (1 to 10000).
+    #[arg(long, env = "JWKS_KEEP_EXPIRED", default_value_t = 3, value_parser = bounds::keep_expired, global = true)]
     pub keep_expired: usize,
 
     /// Key-encryption keys: base64 of 32 bytes, comma-separated. The first seals
@@ -160,21 +170,23 @@ pub struct Config {
     pub clients_file: Option<PathBuf>,
 
     /// Tokens a second each client (or, without --clients-file, each source
-    /// address) may be issued; 0 turns rate limiting off. The JWKS is never limited.
-    #[arg(long, env = "JWKS_RATE_LIMIT", default_value_t = 0, global = true)]
+    /// address) may be issued; 0 turns rate limiting off (at most 1000000). The
+    /// JWKS is never limited.
+    #[arg(long, env = "JWKS_RATE_LIMIT", default_value_t = 0, value_parser = bounds::rate_limit, global = true)]
     pub rate_limit: u32,
 
-    /// Burst allowed above --rate-limit [default: the rate].
-    #[arg(long, env = "JWKS_RATE_BURST", global = true)]
+    /// Burst allowed above --rate-limit (1 to 1000000) [default: the rate].
+    #[arg(long, env = "JWKS_RATE_BURST", value_parser = bounds::rate_burst, global = true)]
     pub rate_burst: Option<u32>,
 
     /// How long a REST request (headers and body) may take to arrive and be
-    /// answered before it gets 408; slow clients do not hold connections forever.
-    #[arg(long, env = "JWKS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    /// answered before it gets 408; slow clients do not hold connections forever
+    /// (1s to 1h).
+    #[arg(long, env = "JWKS_REQUEST_TIMEOUT", default_value = "10s", value_parser = bounds::request_timeout, global = true)]
     pub request_timeout: Duration,
 
-    /// How long shutdown waits for in-flight requests.
-    #[arg(long, env = "JWKS_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    /// How long shutdown waits for in-flight requests (0s to 1h).
+    #[arg(long, env = "JWKS_DRAIN_TIMEOUT", default_value = "10s", value_parser = bounds::drain_timeout, global = true)]
     pub drain_timeout: Duration,
 
     /// Log format.
@@ -212,6 +224,12 @@ impl Config {
         policy.keep_expired = self.keep_expired;
         policy
     }
+
+    /// The checks that need more than one setting (the publication rules).
+    /// Each flag's own range is checked while parsing.
+    pub fn check(&self) -> Result<(), PolicyError> {
+        self.policy().validate()
+    }
 }
 
 /// Parses `90s`, `5m`, `1h`, `1h 30m`, or a bare number of seconds.
@@ -222,6 +240,98 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(text)
         .map_err(|_| format!("expected a duration like 90s, 5m or 1h, got {text:?}"))
+}
+
+/// The range each bounded setting accepts. The limits are generous, yet keep
+/// every key's times (now + publish-ahead + rotate-every + retain-after, about
+/// 30 years at most) far from overflow and printable as dates.
+pub mod bounds {
+    use std::time::Duration;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// The longest a key may sign, or be published ahead or kept after: ten years.
+    pub const MAX_KEY_PERIOD: Duration = Duration::from_secs(3650 * 86_400);
+
+    pub fn token_ttl(text: &str) -> Result<Duration, String> {
+        duration_between(text, SECOND, DAY * 365)
+    }
+
+    pub fn key_period(text: &str) -> Result<Duration, String> {
+        duration_between(text, SECOND, MAX_KEY_PERIOD)
+    }
+
+    /// `--publish-ahead` and `--retain-after`: their minimum is a rule the
+    /// policy checks against the other settings.
+    pub fn key_window(text: &str) -> Result<Duration, String> {
+        duration_between(text, Duration::ZERO, MAX_KEY_PERIOD)
+    }
+
+    pub fn jwks_max_age(text: &str) -> Result<Duration, String> {
+        duration_between(text, Duration::ZERO, DAY * 30)
+    }
+
+    pub fn reload_every(text: &str) -> Result<Duration, String> {
+        duration_between(text, SECOND, DAY)
+    }
+
+    pub fn clock_skew(text: &str) -> Result<Duration, String> {
+        duration_between(text, Duration::ZERO, DAY)
+    }
+
+    pub fn request_timeout(text: &str) -> Result<Duration, String> {
+        duration_between(text, SECOND, HOUR)
+    }
+
+    pub fn drain_timeout(text: &str) -> Result<Duration, String> {
+        duration_between(text, Duration::ZERO, HOUR)
+    }
+
+    pub fn keep_expired(text: &str) -> Result<usize, String> {
+        count_between(text, 1, 10_000)
+    }
+
+    pub fn rate_limit(text: &str) -> Result<u32, String> {
+        count_between(text, 0, 1_000_000)
+    }
+
+    pub fn rate_burst(text: &str) -> Result<u32, String> {
+        count_between(text, 1, 1_000_000)
+    }
+
+    /// Clap prefixes this with the flag and the value given, so the one line
+    /// names the flag, the value and the range.
+    fn duration_between(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+        match super::parse_duration(text) {
+            Ok(value) if (min..=max).contains(&value) => Ok(value),
+            _ => Err(format!(
+                "must be a duration between {} and {}, written like 90s, 5m or 1h",
+                show(min),
+                show(max)
+            )),
+        }
+    }
+
+    fn count_between<T>(text: &str, min: T, max: T) -> Result<T, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        match text.trim().parse::<T>() {
+            Ok(value) if min <= value && value <= max => Ok(value),
+            _ => Err(format!("must be a whole number between {min} and {max}")),
+        }
+    }
+
+    /// Whole days as `Nd` (humantime would say `9years 11months …`).
+    fn show(d: Duration) -> String {
+        if d >= DAY && d.as_secs().is_multiple_of(DAY.as_secs()) {
+            format!("{}d", d.as_secs() / DAY.as_secs())
+        } else {
+            humantime::format_duration(d).to_string()
+        }
+    }
 }
 
 /// A secret string: prints as `<redacted>`.
@@ -325,6 +435,23 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn bounded_settings_refuse_values_outside_their_range() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["jwks-server"], args].concat());
+        assert!(parse(&["--rotate-every", "3650d", "--token-ttl", "365d"]).is_ok());
+        for args in [
+            ["--token-ttl", "18446744073709551615"],
+            ["--rotate-every", "10000y"],
+            ["--keep-expired", "0"],
+            ["--rate-burst", "0"],
+        ] {
+            let err = parse(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            assert!(text.contains(args[0]) && text.contains("between"), "{text}");
+        }
     }
 
     #[test]

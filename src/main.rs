@@ -14,6 +14,14 @@ use jwks_server::{
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Settings that break a rule between them are a usage error, like a bad
+    // flag: one line, exit 2, before anything is logged or opened.
+    if !matches!(cli.command, Some(Command::HashSecret))
+        && let Err(err) = cli.config.check()
+    {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
     telemetry::init(cli.config.log_format);
     let result = match &cli.command {
         None | Some(Command::Serve) => match Application::build(cli.config.clone()).await {

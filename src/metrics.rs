@@ -104,6 +104,7 @@ pub struct Metrics {
     signing_remaining: Gauge,
     store_up: Gauge,
     client_secret_checks: Counter,
+    keys_unreadable: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,6 +183,12 @@ impl Metrics {
             "argon2 checks of client secrets, for unknown client ids as for known ones",
             client_secret_checks.clone(),
         );
+        let keys_unreadable = Gauge::default();
+        registry.register(
+            "keys_unreadable",
+            "Expired keys in the store this process cannot open (damaged row or unknown KEK), skipped",
+            keys_unreadable.clone(),
+        );
         Self {
             client_secret_checks,
             registry,
@@ -194,6 +201,7 @@ impl Metrics {
             next_rotation,
             signing_remaining,
             store_up,
+            keys_unreadable,
         }
     }
 
@@ -276,6 +284,9 @@ impl Metrics {
             service.client_secret_checks(),
             std::sync::atomic::Ordering::Relaxed,
         );
+
+        self.keys_unreadable
+            .set(i64::try_from(service.unreadable_keys().len()).unwrap_or(i64::MAX));
 
         let mut out = String::new();
         // Writing to a String cannot fail.

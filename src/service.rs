@@ -7,7 +7,8 @@
 //! [`KeyRing`]: the token and JWKS paths never lock and never touch the store.
 
 use std::{
-    sync::{Arc, Mutex},
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -26,7 +27,7 @@ use crate::{
         crypto::{SigningKey, random_id},
         policy::{Policy, Trigger, plan_rotation},
         ring::{JwksDocument, KeyRing, LoadedKey},
-        seal::KekRing,
+        seal::{KekRing, SealedKey},
     },
     store::{KeyStore, NewKeyMaterial, RotateOutcome, StoreError, StoredKey},
     time::Timestamp,
@@ -116,6 +117,44 @@ pub struct KeyStatus {
     pub state: KeyState,
 }
 
+/// A stored key this process cannot open: its row is damaged, or it was
+/// sealed by a KEK this process was not given. An expired one is skipped
+/// (reported in the log, `jwks_keys_unreadable` and `keys list`); a published
+/// one stops the load, since verifiers may hold tokens it signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableKey {
+    pub meta: KeyMeta,
+    /// Why it does not open.
+    pub reason: String,
+    /// The row as read, so a changed row is tried again.
+    sealed: SealedKey,
+}
+
+/// A published key that does not open: the load cannot go on without it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "published key {kid} cannot be opened ({reason}); give the KEK it was sealed with, or remove \
+     it with `jwks-server keys remove {kid} --force` (tokens it signed then stop verifying)"
+)]
+pub struct PublishedKeyUnreadable {
+    pub kid: String,
+    pub reason: String,
+}
+
+/// Opens a stored key's private half: unseal it, parse it, and check it is
+/// the key its row names. The error says why, for logs and `keys list`.
+pub fn open_stored(keks: &KekRing, stored: &StoredKey) -> Result<SigningKey, String> {
+    let kid = &stored.meta.kid;
+    let mut der = keks.open(kid, &stored.sealed).map_err(|e| e.to_string())?;
+    let key = SigningKey::from_pkcs8_der(&der);
+    der.zeroize();
+    let key = key.map_err(|e| format!("the unsealed private key does not parse: {e}"))?;
+    if key.kid() != kid {
+        return Err(format!("it unseals to a different key ({})", key.kid()));
+    }
+    Ok(key)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -138,6 +177,8 @@ struct Inner {
     access: Access,
     ring: ArcSwap<KeyRing>,
     store_health: Mutex<StoreHealth>,
+    /// Expired keys in the store that do not open, by kid; not in the ring.
+    unreadable: Mutex<HashMap<String, UnreadableKey>>,
 }
 
 /// Who may issue tokens and how often. The default lets anyone issue any
@@ -196,6 +237,7 @@ impl KeyService {
                 access,
                 ring: ArcSwap::from_pointee(empty),
                 store_health: Mutex::new(StoreHealth::Reachable),
+                unreadable: Mutex::new(HashMap::new()),
             }),
         };
         // Open every stored key first, so a wrong or missing KEK stops the
@@ -435,6 +477,20 @@ impl KeyService {
         }
     }
 
+    /// Expired keys in the store that this process cannot open (skipped).
+    pub fn unreadable_keys(&self) -> Vec<UnreadableKey> {
+        let mut keys: Vec<UnreadableKey> = self.lock_unreadable().values().cloned().collect();
+        keys.sort_by(|a, b| KeyMeta::newest_first(&a.meta, &b.meta));
+        keys
+    }
+
+    fn lock_unreadable(&self) -> MutexGuard<'_, HashMap<String, UnreadableKey>> {
+        match self.inner.unreadable.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     fn store_health(&self) -> StoreHealth {
         match self.inner.store_health.lock() {
             Ok(guard) => guard.clone(),
@@ -541,48 +597,68 @@ impl KeyService {
     }
 
     /// Builds a ring from stored keys, unsealing only keys not already held.
+    /// An expired key that does not open is reported once and skipped; a
+    /// published one is an error naming it.
     fn install(&self, stored: Vec<StoredKey>, now: Timestamp) -> Result<(), Error> {
         let current = self.inner.ring.load();
-        let unchanged = stored.len() == current.keys().len()
-            && stored
-                .iter()
-                .all(|s| current.get(&s.meta.kid).is_some_and(|k| k.meta == s.meta));
+        let mut unreadable = self.lock_unreadable();
+        let known_unreadable = |key: &StoredKey| {
+            unreadable
+                .get(&key.meta.kid)
+                .filter(|u| u.meta == key.meta && u.sealed == key.sealed)
+                .cloned()
+        };
+        let unchanged = stored.len() == current.keys().len() + unreadable.len()
+            && stored.iter().all(|s| {
+                current.get(&s.meta.kid).is_some_and(|k| k.meta == s.meta)
+                    || known_unreadable(s).is_some()
+            });
         if unchanged && current.is_current(now) {
             return Ok(());
         }
         let mut loaded = Vec::with_capacity(stored.len());
+        let mut skipped = HashMap::new();
         for key in stored {
-            match current.get(&key.meta.kid) {
-                Some(held) if held.meta == key.meta => loaded.push(Arc::clone(held)),
-                _ => loaded.push(Arc::new(self.unseal(key)?)),
+            if let Some(held) = current.get(&key.meta.kid).filter(|k| k.meta == key.meta) {
+                loaded.push(Arc::clone(held));
+                continue;
+            }
+            if let Some(known) = known_unreadable(&key) {
+                skipped.insert(key.meta.kid.clone(), known);
+                continue;
+            }
+            match open_stored(&self.inner.keks, &key) {
+                Ok(signing) => loaded.push(Arc::new(LoadedKey {
+                    meta: key.meta,
+                    key: signing,
+                })),
+                Err(reason) if !key.meta.is_published(now) => {
+                    tracing::warn!(kid = %key.meta.kid, generation = key.meta.generation,
+                        expired_at = %key.meta.expires_at, %reason,
+                        "expired key is unreadable; skipped (remove it with `jwks-server keys remove KID`)");
+                    skipped.insert(
+                        key.meta.kid.clone(),
+                        UnreadableKey {
+                            meta: key.meta,
+                            reason,
+                            sealed: key.sealed,
+                        },
+                    );
+                }
+                Err(reason) => {
+                    return Err(Error::internal(PublishedKeyUnreadable {
+                        kid: key.meta.kid,
+                        reason,
+                    }));
+                }
             }
         }
+        *unreadable = skipped;
+        drop(unreadable);
         self.inner
             .ring
             .store(Arc::new(KeyRing::new(loaded, now, &self.inner.policy)));
         Ok(())
-    }
-
-    fn unseal(&self, stored: StoredKey) -> Result<LoadedKey, Error> {
-        let kid = stored.meta.kid.clone();
-        let mut der = self
-            .inner
-            .keks
-            .open(&kid, &stored.sealed)
-            .map_err(Error::internal)?;
-        let key = SigningKey::from_pkcs8_der(&der);
-        der.zeroize();
-        let key = key.map_err(Error::internal)?;
-        if key.kid() != kid {
-            return Err(Error::internal(std::io::Error::other(format!(
-                "stored key {kid} unseals to a different key ({})",
-                key.kid()
-            ))));
-        }
-        Ok(LoadedKey {
-            meta: stored.meta,
-            key,
-        })
     }
 
     /// Runs a store call with a timeout, recording whether the store answered.

@@ -28,7 +28,7 @@ use crate::{
     },
     metrics::Metrics,
     service::{Access, KeyService, StartError, StoreHealth},
-    store::{KeyStore, SqlStore, StoreError},
+    store::{KeyStore, SqlStore, StoreError, StoredKey},
     time::Timestamp,
     transport::{grpc, http},
 };
@@ -48,6 +48,13 @@ pub enum StartupError {
         "a {0} store needs a key-encryption key shared by every replica: set JWKS_KEK or JWKS_KEK_FILE"
     )]
     KekRequired(&'static str),
+    #[error(
+        "the store holds keys sealed by key-encryption key {kek_ids}, but no KEK is configured and \
+         {path} (the KEK file a SQLite store uses then) does not exist; restore that file from \
+         the backup made with the database, or give the KEK the keys were sealed with in JWKS_KEK \
+         or JWKS_KEK_FILE. No new KEK was generated: it could open none of these keys"
+    )]
+    KekMissing { kek_ids: String, path: PathBuf },
     #[error("cannot open the key store {url}: {source}")]
     Store { url: String, source: StoreError },
     #[error(transparent)]
@@ -61,11 +68,16 @@ pub enum StartupError {
     },
     #[error("server failed: {0}")]
     Serve(String),
+    /// An operator command that cannot do what was asked, and why.
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// Resolves the configured KEKs. With none configured, a SQLite store gets a
-/// generated KEK file beside its database (created once, mode 0600).
-pub fn load_keks(config: &Config) -> Result<KekRing, StartupError> {
+/// Resolves the configured KEKs for a store holding `stored`. With none
+/// configured, a SQLite store uses the KEK file beside its database
+/// (`PATH.kek`), generated (once, mode 0600) only while the store holds no
+/// key: a new KEK could open none of the keys already sealed.
+pub fn load_keks(config: &Config, stored: &[StoredKey]) -> Result<KekRing, StartupError> {
     let mut keks = Vec::new();
     for text in &config.kek {
         keks.push(Kek::from_base64(text.expose())?);
@@ -75,7 +87,7 @@ pub fn load_keks(config: &Config) -> Result<KekRing, StartupError> {
     }
     if keks.is_empty() {
         match &config.store {
-            StoreUrl::Sqlite { path, .. } => keks.push(default_kek(path)?),
+            StoreUrl::Sqlite { path, .. } => keks.push(default_kek(path, stored)?),
             StoreUrl::Postgres(_) => return Err(StartupError::KekRequired("PostgreSQL")),
         }
     }
@@ -87,6 +99,7 @@ fn read_kek_file(path: &Path) -> Result<Vec<Kek>, StartupError> {
         path: path.to_owned(),
         source,
     })?;
+    warn_if_others_can_read(path);
     let keks = text
         .lines()
         .map(str::trim)
@@ -99,7 +112,26 @@ fn read_kek_file(path: &Path) -> Result<Vec<Kek>, StartupError> {
     Ok(keks)
 }
 
-fn default_kek(db_path: &Path) -> Result<Kek, StartupError> {
+/// A KEK file that group or others can read is a warning, not a refusal:
+/// secret mounts (Kubernetes' default mode is 0644) are often readable by a
+/// container's only user, and refusing would take the service down over it.
+fn warn_if_others_can_read(path: &Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = %format!("{mode:04o}"),
+                "key-encryption key file is readable by group or others: anyone who can read \
+                 it and the store has every private key; make it private (chmod 600)"
+            );
+        }
+    }
+}
+
+fn default_kek(db_path: &Path, stored: &[StoredKey]) -> Result<Kek, StartupError> {
     let mut kek_path = db_path.as_os_str().to_owned();
     kek_path.push(".kek");
     let kek_path = PathBuf::from(kek_path);
@@ -111,12 +143,29 @@ fn default_kek(db_path: &Path) -> Result<Kek, StartupError> {
         let mut keks = read_kek_file(&kek_path)?;
         return Ok(keks.remove(0));
     }
+    if !stored.is_empty() {
+        let mut sealed_by: Vec<&str> = stored.iter().map(|k| k.sealed.kek_id.as_str()).collect();
+        sealed_by.sort_unstable();
+        sealed_by.dedup();
+        return Err(StartupError::KekMissing {
+            kek_ids: sealed_by.join(", "),
+            path: kek_path,
+        });
+    }
     let (kek, text) = Kek::generate()?;
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&kek_path).map_err(file_error)?;
+    let mut file = match options.open(&kek_path) {
+        Ok(file) => file,
+        // Another process starting on the same new store wrote it first.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut keks = read_kek_file(&kek_path)?;
+            return Ok(keks.remove(0));
+        }
+        Err(err) => return Err(file_error(err)),
+    };
     file.write_all(format!("{text}\n").as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(file_error)?;
@@ -128,7 +177,7 @@ fn default_kek(db_path: &Path) -> Result<Kek, StartupError> {
     Ok(kek)
 }
 
-/// Opens the configured store.
+/// Opens the configured store, creating it if needed (the server).
 pub async fn open_store(config: &Config) -> Result<SqlStore, StartupError> {
     SqlStore::connect(config.store.connection_string())
         .await
@@ -136,6 +185,23 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, StartupError> {
             url: config.store.to_string(),
             source,
         })
+}
+
+/// Opens the configured store only if it exists (the operator commands): a
+/// mistyped path is an error, and nothing is created.
+pub async fn open_existing_store(config: &Config) -> Result<SqlStore, StartupError> {
+    let store_error = |source| StartupError::Store {
+        url: config.store.to_string(),
+        source,
+    };
+    if let StoreUrl::Sqlite { path, .. } = &config.store
+        && !path.exists()
+    {
+        return Err(store_error(StoreError::Missing("no such file".into())));
+    }
+    SqlStore::connect_existing(config.store.connection_string())
+        .await
+        .map_err(store_error)
 }
 
 /// Who may issue tokens and how often, from the settings.
@@ -160,12 +226,35 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
 
 /// Opens the store and starts the key service (creating first keys if needed).
 pub async fn start_service(config: &Config) -> Result<KeyService, StartupError> {
-    let policy = config.policy();
-    policy.validate()?;
+    config.check()?;
     let access = access(config)?;
-    let keks = load_keks(config)?;
-    let store: Arc<dyn KeyStore> = Arc::new(open_store(config).await?);
+    let store = open_store(config).await?;
+    start_service_on(config, store, access).await
+}
+
+/// Starts the key service on a store that must already exist (`keys rotate`).
+pub async fn start_service_on_existing_store(config: &Config) -> Result<KeyService, StartupError> {
+    config.check()?;
+    let access = access(config)?;
+    let store = open_existing_store(config).await?;
+    start_service_on(config, store, access).await
+}
+
+async fn start_service_on(
+    config: &Config,
+    store: SqlStore,
+    access: Access,
+) -> Result<KeyService, StartupError> {
+    // Whether the store holds keys decides whether a missing default KEK may
+    // be generated.
+    let stored = store.load().await.map_err(|source| StartupError::Store {
+        url: config.store.to_string(),
+        source,
+    })?;
+    let keks = load_keks(config, &stored)?;
+    let store: Arc<dyn KeyStore> = Arc::new(store);
     let issuer = config.issuer.clone();
+    let policy = config.policy();
     Ok(KeyService::start(store, keks, policy, issuer, access, Timestamp::now()).await?)
 }
 

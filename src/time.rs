@@ -55,14 +55,19 @@ impl Sub<Duration> for Timestamp {
     }
 }
 
+/// 9999-12-31T23:59:59Z, the last instant RFC 3339 can write.
+const LAST_RFC3339: i64 = 253_402_300_799;
+
 impl fmt::Display for Timestamp {
+    /// RFC 3339 for years 1970 to 9999; any other instant (only a corrupt row
+    /// could hold one) as `@SECONDS`, never a panic.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match u64::try_from(self.0) {
-            Ok(s) => {
+            Ok(s) if self.0 <= LAST_RFC3339 => {
                 let t = UNIX_EPOCH + Duration::from_secs(s);
                 write!(f, "{}", humantime::format_rfc3339_seconds(t))
             }
-            Err(_) => write!(f, "@{}", self.0),
+            _ => write!(f, "@{}", self.0),
         }
     }
 }
@@ -87,5 +92,22 @@ mod tests {
     #[test]
     fn displays_as_rfc3339() {
         assert_eq!(Timestamp::from_unix(0).to_string(), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn any_instant_displays_without_panicking() {
+        assert_eq!(
+            Timestamp::from_unix(LAST_RFC3339).to_string(),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix(LAST_RFC3339 + 1).to_string(),
+            "@253402300800"
+        );
+        assert_eq!(
+            Timestamp::from_unix(i64::MAX).to_string(),
+            format!("@{}", i64::MAX)
+        );
+        assert_eq!(Timestamp::from_unix(-1).to_string(), "@-1");
     }
 }

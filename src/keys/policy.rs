@@ -89,22 +89,24 @@ impl Policy {
     }
 
     pub fn min_publish_ahead(&self) -> Duration {
-        self.jwks_max_age + self.reload_every
+        self.jwks_max_age.saturating_add(self.reload_every)
     }
 
     pub fn min_retain_after(&self) -> Duration {
-        self.token_ttl + self.jwks_max_age + self.clock_skew
+        self.token_ttl
+            .saturating_add(self.jwks_max_age)
+            .saturating_add(self.clock_skew)
     }
 
     /// How much earlier than rule 1 requires the schedule creates the next key:
     /// two reload intervals, so a refresher that runs late is still on time.
     pub fn rotation_slack(&self) -> Duration {
-        self.reload_every * 2
+        self.reload_every.saturating_mul(2)
     }
 
     /// How long a key lives from the moment it starts signing until it expires.
     pub fn key_lifetime(&self) -> Duration {
-        self.rotate_every + self.retain_after
+        self.rotate_every.saturating_add(self.retain_after)
     }
 
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -214,7 +216,7 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
     let key_now = || {
         let signs_for = policy
             .rotate_every
-            .max(policy.publish_ahead + policy.rotation_slack());
+            .max(policy.publish_ahead.saturating_add(policy.rotation_slack()));
         key_for(next_generation, now, signs_for)
     };
 
@@ -318,6 +320,25 @@ mod tests {
     #[test]
     fn the_defaults_satisfy_both_rules() {
         assert_eq!(policy().validate(), Ok(()));
+    }
+
+    #[test]
+    fn settings_at_any_size_plan_without_overflowing() {
+        let huge = Policy::new(
+            Duration::MAX,
+            Duration::MAX,
+            Duration::MAX,
+            Duration::MAX,
+            Duration::MAX,
+        );
+        assert_eq!(huge.min_retain_after(), Duration::MAX);
+        let mut keys = vec![];
+        for now in [at(0), at(1_000_000), at(i64::MAX)] {
+            let plan = plan_rotation(&keys, now, &huge, Trigger::Operator);
+            apply(&mut keys, plan);
+            let _ = next_rotation_at(&keys, &huge);
+        }
+        assert!(!keys.is_empty());
     }
 
     #[test]

@@ -45,6 +45,20 @@ pub enum RotateOutcome {
     NeedKeys(usize),
 }
 
+/// What a [`KeyStore::remove`] call did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    Removed(KeyMeta),
+    /// No key has that kid.
+    NotFound,
+    /// The check refused, saying why; nothing was deleted.
+    Refused(String),
+}
+
+/// Decides, holding the lock, whether a key (the first argument) may be
+/// removed from the keys the store holds (the second); `Err` says why not.
+pub type RemoveCheck<'a> = dyn Fn(&KeyMeta, &[KeyMeta]) -> Result<(), String> + Send + Sync + 'a;
+
 /// Re-plans against the keys the store holds at the moment it holds the lock.
 pub type Planner<'a> = dyn Fn(&[KeyMeta]) -> Plan + Send + Sync + 'a;
 
@@ -64,6 +78,10 @@ pub enum StoreError {
     Query(#[source] sqlx::Error),
     #[error("store schema migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "no key store there ({0}); operator commands never create one: check --store / JWKS_STORE"
+    )]
+    Missing(String),
     #[error("store row is not valid: {0}")]
     Corrupt(String),
     #[error("re-sealing failed: {0}")]
@@ -101,4 +119,9 @@ pub trait KeyStore: Send + Sync {
     /// Re-seals every key for which `reseal` returns a new sealing, in one
     /// transaction. Returns how many were re-sealed.
     async fn reseal(&self, reseal: &Resealer<'_>) -> Result<usize, StoreError>;
+
+    /// Deletes the key `kid` if `check` allows it, holding the rotation lock so
+    /// the check sees the keys as they are when the row goes.
+    async fn remove(&self, kid: &str, check: &RemoveCheck<'_>)
+    -> Result<RemoveOutcome, StoreError>;
 }

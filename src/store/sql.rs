@@ -11,7 +11,10 @@ use sqlx::{
     migrate::Migrator,
 };
 
-use super::{KeyStore, NewKeyMaterial, Planner, Resealer, RotateOutcome, StoreError, StoredKey};
+use super::{
+    KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, RotateOutcome,
+    StoreError, StoredKey,
+};
 use crate::{keys::KeyMeta, keys::seal::SealedKey, time::Timestamp};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -42,16 +45,39 @@ macro_rules! columns {
     };
 }
 
+/// Whether opening a store may create it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// The server: a new SQLite file and the schema are made if missing.
+    CreateIfMissing,
+    /// Operator commands: the store must already hold the schema.
+    Existing,
+}
+
 impl SqlStore {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite
     /// file if needed, and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, Opening::CreateIfMissing).await
+    }
+
+    /// Connects to a store that must already exist (a SQLite file, or a
+    /// database, that holds the schema), then brings the schema up to date.
+    /// It never creates a file or a schema, so a mistyped path is an error.
+    pub async fn connect_existing(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, Opening::Existing).await
+    }
+
+    async fn open(url: &str, opening: Opening) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let mut url = format!("sqlite:{rest}");
             if !rest.contains("mode=") {
                 url.push(if rest.contains('?') { '&' } else { '?' });
-                url.push_str("mode=rwc");
+                url.push_str(match opening {
+                    Opening::CreateIfMissing => "mode=rwc",
+                    Opening::Existing => "mode=rw",
+                });
             }
             (Dialect::Sqlite, url)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -61,15 +87,28 @@ impl SqlStore {
         };
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|_| StoreError::UnsupportedUrl(redact(&url)))?;
-        let pool = AnyPoolOptions::new()
+        let mut pool = AnyPoolOptions::new()
             .max_connections(match dialect {
                 Dialect::Sqlite => 2,
                 Dialect::Postgres => 4,
             })
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5));
+        if dialect == Dialect::Sqlite {
+            pool = pool.after_connect(|conn, _| Box::pin(sqlite_session(conn)));
+        }
+        let pool = pool
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|err| match opening {
+                Opening::Existing if dialect == Dialect::Sqlite => {
+                    StoreError::Missing(err.to_string())
+                }
+                _ => StoreError::from(err),
+            })?;
         let store = Self { pool, dialect };
+        if opening == Opening::Existing {
+            store.check_schema().await?;
+        }
         match dialect {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&store.pool).await?,
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&store.pool).await?,
@@ -77,9 +116,66 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// Fails unless the keys table exists: an empty file or database is not
+    /// a store an operator meant.
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        match sqlx::query("SELECT COUNT(*) AS n FROM signing_keys")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err @ sqlx::Error::Database(_)) => {
+                self.pool.close().await;
+                Err(StoreError::Missing(err.to_string()))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Takes the rotation lock for the rest of `tx`.
+    async fn lock_rotation(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query("UPDATE rotation_lock SET locked_at = $1 WHERE id = 1")
+                    .bind(Timestamp::now().unix())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Dialect::Postgres => {
+                // Selecting from the (void) function keeps the row decodable by `Any`.
+                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+                    .bind(ROTATION_LOCK_ID)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every SQLite connection runs in WAL mode: readers (a reload, `keys list`)
+/// never wait for the rotator's write, and several processes on one host can
+/// share the file. `synchronous = FULL` keeps each commit durable through a
+/// power cut (a published key must never vanish); writes are one per rotation,
+/// so its cost does not matter.
+async fn sqlite_session(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    for pragma in [
+        // Wait up to 5 s for another writer (the rotator, or a `keys` command
+        // against a running server) before reporting the store busy.
+        "PRAGMA busy_timeout = 5000",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = FULL",
+    ] {
+        sqlx::query(pragma).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The URL without its password, for logs and errors.
@@ -148,21 +244,7 @@ impl KeyStore for SqlStore {
         fresh: Vec<NewKeyMaterial>,
     ) -> Result<RotateOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        match self.dialect {
-            Dialect::Sqlite => {
-                sqlx::query("UPDATE rotation_lock SET locked_at = $1 WHERE id = 1")
-                    .bind(Timestamp::now().unix())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Dialect::Postgres => {
-                // Selecting from the (void) function keeps the row decodable by `Any`.
-                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
-                    .bind(ROTATION_LOCK_ID)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        self.lock_rotation(&mut tx).await?;
         let current = load_all(&mut *tx).await?;
         let metas: Vec<KeyMeta> = current.into_iter().map(|k| k.meta).collect();
         let plan = plan(&metas);
@@ -224,6 +306,32 @@ impl KeyStore for SqlStore {
         }
         tx.commit().await?;
         Ok(count)
+    }
+
+    async fn remove(
+        &self,
+        kid: &str,
+        check: &RemoveCheck<'_>,
+    ) -> Result<RemoveOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        self.lock_rotation(&mut tx).await?;
+        let metas: Vec<KeyMeta> = load_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|k| k.meta)
+            .collect();
+        let Some(target) = metas.iter().find(|k| k.kid == kid) else {
+            return Ok(RemoveOutcome::NotFound);
+        };
+        if let Err(reason) = check(target, &metas) {
+            return Ok(RemoveOutcome::Refused(reason));
+        }
+        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(RemoveOutcome::Removed(target.clone()))
     }
 }
 

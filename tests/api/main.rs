@@ -6,6 +6,7 @@ mod hardening;
 mod helpers;
 mod input;
 mod keys;
+mod operator;
 mod ops;
 mod replicas;
 mod rest;

@@ -371,7 +371,8 @@ fn settings_that_break_a_rule_stop_the_binary_with_the_rule_named() {
         .arg(format!("sqlite://{}/jwks.db", dir.path().display()))
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    // A usage error, like a bad flag (issue #10, item 11).
+    assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
         stderr.contains("rule broken") && stderr.contains("--publish-ahead"),
