@@ -15,6 +15,7 @@
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`access`]: opt-in client authentication and rate limits.
 //! - [`admin`]: the operator subcommands.
+//! - [`process`]: no core dumps.
 
 pub mod access;
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod process;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -1,18 +1,27 @@
-//! `jwks-server`: parse the configuration, start logging, then either serve
-//! until SIGINT/SIGTERM or run an operator subcommand.
+//! `jwks-server`: turn core dumps off, parse the configuration, start logging,
+//! then either serve until SIGINT/SIGTERM or run an operator subcommand.
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use jwks_server::{
     admin,
     config::{Cli, Command},
+    process,
     startup::Application,
     telemetry,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything reads a KEK (the environment, a file) or unseals a key.
+    if let Err(err) = process::forbid_core_dumps() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "jwks-server: cannot turn core dumps off: {err}"
+        );
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     telemetry::init(cli.config.log_format);
     let result = match &cli.command {
