@@ -15,7 +15,7 @@
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`access`]: opt-in client authentication and rate limits.
 //! - [`admin`]: the operator subcommands.
-//! - [`process`]: no core dumps.
+//! - [`telemetry`]: logs that drop lines rather than fail; [`process`]: no core dumps.
 
 pub mod access;
 pub mod admin;

@@ -175,6 +175,12 @@ impl Metrics {
             "1 if the key store answered the last time it was asked, else 0",
             store_up.clone(),
         );
+        // A process-wide count, kept by the log writer since before any `Metrics`.
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because they could not be written",
+            crate::telemetry::log_lines_dropped(),
+        );
         Self {
             registry,
             tokens,

@@ -12,7 +12,18 @@ use std::{
     time::Duration,
 };
 
-use crate::helpers::{TEST_KEK, passthrough_env};
+use serde_json::Value;
+
+use crate::helpers::{TEST_KEK, passthrough_env, verify};
+
+/// Short periods (as in keys.rs): a key signs for 2 s.
+const FAST_ROTATION: [(&str, &str); 5] = [
+    ("JWKS_TOKEN_TTL", "2s"),
+    ("JWKS_ROTATE_EVERY", "2s"),
+    ("JWKS_JWKS_MAX_AGE", "2s"),
+    ("JWKS_RELOAD_EVERY", "1s"),
+    ("JWKS_CLOCK_SKEW", "1s"),
+];
 
 /// Calls `probe` every 100 ms until it answers, for at most `limit`.
 async fn wait_until<T>(
@@ -31,6 +42,23 @@ async fn wait_until<T>(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+async fn metrics_of(client: &reqwest::Client, http: &str) -> String {
+    let response = client.get(format!("{http}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
 }
 
 /// The TCP ports process `pid` listens on, read from /proc: its socket
@@ -64,6 +92,107 @@ fn listening_ports(pid: u32) -> Vec<u16> {
             u16::from_str_radix(fields.get(1)?.split(':').nth(1)?, 16).ok()
         })
         .collect()
+}
+
+/// The REST base URL of a server process that cannot log its addresses: the
+/// one of its listening ports that answers `GET /`.
+async fn rest_url_of(child: &mut tokio::process::Child) -> String {
+    let pid = child.id().expect("the server runs");
+    let client = reqwest::Client::new();
+    wait_until("the server listens", Duration::from_secs(30), async || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the server exited before listening: {status}");
+        }
+        for port in listening_ports(pid) {
+            let url = format!("http://127.0.0.1:{port}");
+            let answer = client
+                .get(format!("{url}/"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                return Some(url);
+            }
+        }
+        None
+    })
+    .await
+}
+
+// Item 1: `jwks-server 2>/dev/full` exited 101 at its first log line, and a
+// failed log write killed the request or the refresher that wrote it.
+#[tokio::test]
+async fn with_every_log_write_failing_the_server_serves_rotates_and_counts_dropped_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("jwks.db").display());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full exists (Linux)");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"))
+        .env_clear()
+        .envs(passthrough_env())
+        .env("JWKS_KEK", TEST_KEK)
+        .env("JWKS_STORE", &store)
+        .env("JWKS_HTTP_ADDR", "127.0.0.1:0")
+        .env("JWKS_GRPC_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "debug")
+        .envs(FAST_ROTATION)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(full))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server process starts");
+    let http = rest_url_of(&mut child).await;
+    let client = reqwest::Client::new();
+
+    let issue = async || {
+        let response = client
+            .post(format!("{http}/auth"))
+            .send()
+            .await
+            .expect("an answer to POST /auth");
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    let jwks = async || -> Value {
+        let response = client
+            .get(format!("{http}/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    };
+    let first = issue().await;
+    verify(&first, &jwks().await).expect("a token issued while logs fail verifies");
+    let dropped = metric(
+        &metrics_of(&client, &http).await,
+        "jwks_log_lines_dropped_total",
+    )
+    .expect("jwks_log_lines_dropped_total is exported");
+    assert!(dropped > 0.0, "dropped lines are counted: {dropped}");
+
+    // Rotation goes on: a later token is signed by a newer key, and verifies.
+    let first_kid = crate::helpers::header(&first)["kid"].clone();
+    let rotated = wait_until(
+        "a new key signs while logs fail",
+        Duration::from_secs(60),
+        async || {
+            let token = issue().await;
+            (crate::helpers::header(&token)["kid"] != first_kid).then_some(token)
+        },
+    )
+    .await;
+    verify(&rotated, &jwks().await).expect("a token from the rotated key verifies");
+
+    let later = metric(
+        &metrics_of(&client, &http).await,
+        "jwks_log_lines_dropped_total",
+    )
+    .unwrap();
+    assert!(later > dropped, "dropped lines keep being counted: {later}");
+    assert!(child.try_wait().unwrap().is_none(), "the server still runs");
 }
 
 // Item 6: a core dump would hold every private key and the KEK.
