@@ -15,12 +15,14 @@
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`access`]: opt-in client authentication and rate limits.
 //! - [`admin`]: the operator subcommands.
+//! - [`faults`]: background faults (failing rotations, a dead refresher) health reports.
 //! - [`telemetry`]: logs that drop lines rather than fail; [`process`]: no core dumps.
 
 pub mod access;
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod keys;
 pub mod metrics;
 pub mod process;

@@ -103,6 +103,8 @@ pub struct Metrics {
     next_rotation: Gauge,
     signing_remaining: Gauge,
     store_up: Gauge,
+    rotation_failures: Counter,
+    refresher_restarts: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -175,7 +177,20 @@ impl Metrics {
             "1 if the key store answered the last time it was asked, else 0",
             store_up.clone(),
         );
-        // A process-wide count, kept by the log writer since before any `Metrics`.
+        // Counted by the service (failed key writes) and the log writer (a
+        // process-wide count, which exists before any `Metrics`).
+        let rotation_failures = Counter::default();
+        registry.register(
+            "rotation_failures",
+            "Key rotations that failed to write to the store",
+            rotation_failures.clone(),
+        );
+        let refresher_restarts = Counter::default();
+        registry.register(
+            "refresher_restarts",
+            "Times the background key refresher died (panicked or ended) and was restarted",
+            refresher_restarts.clone(),
+        );
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because they could not be written",
@@ -192,7 +207,13 @@ impl Metrics {
             next_rotation,
             signing_remaining,
             store_up,
+            rotation_failures,
+            refresher_restarts,
         }
+    }
+
+    pub fn refresher_restarted(&self) {
+        self.refresher_restarts.inc();
     }
 
     pub fn token_issued(&self, door: Door, expired: bool) {
@@ -268,6 +289,11 @@ impl Metrics {
         );
         self.store_up
             .set(i64::from(health.store == StoreHealth::Reachable));
+        // The service counts; a counter only moves up, whatever scrapes race.
+        self.rotation_failures.inner().fetch_max(
+            service.faults().rotation_failures(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -7,14 +7,34 @@
 
 use std::{
     collections::HashSet,
+    io::Write,
     os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
     process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
+use async_trait::async_trait;
+use jwks_server::{
+    config::{Config, StoreUrl},
+    keys::seal::{Kek, KekRing},
+    service::{Access, KeyService},
+    startup::Application,
+    store::{
+        KeyStore, NewKeyMaterial, Planner, Resealer, RotateOutcome, SqlStore, StoreError, StoredKey,
+    },
+    time::Timestamp,
+};
 use serde_json::Value;
+use tempfile::TempDir;
 
-use crate::helpers::{TEST_KEK, passthrough_env, verify};
+use crate::helpers::{
+    TEST_KEK, TestApp, passthrough_env, run_app, spawn_app_with, test_config, verify,
+};
 
 /// Short periods (as in keys.rs): a key signs for 2 s.
 const FAST_ROTATION: [(&str, &str); 5] = [
@@ -59,6 +79,27 @@ async fn metrics_of(client: &reqwest::Client, http: &str) -> String {
     let response = client.get(format!("{http}/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
+}
+
+/// gRPC health of the key service.
+async fn grpc_serving(app: &TestApp) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let response = HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: "jwks.v1.KeyService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    response.status() == ServingStatus::Serving
+}
+
+async fn health_of(app: &TestApp) -> (u16, Value) {
+    let response = app.client.get(app.url("/health")).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
 }
 
 /// The TCP ports process `pid` listens on, read from /proc: its socket
@@ -193,6 +234,240 @@ async fn with_every_log_write_failing_the_server_serves_rotates_and_counts_dropp
     .unwrap();
     assert!(later > dropped, "dropped lines keep being counted: {later}");
     assert!(child.try_wait().unwrap().is_none(), "the server still runs");
+}
+
+/// A store that panics on `load` while armed: the fault a bug or a driver
+/// could throw at the background refresher.
+struct PanickingStore {
+    inner: SqlStore,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl KeyStore for PanickingStore {
+    async fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+        assert!(!self.armed.load(Ordering::SeqCst), "injected store fault");
+        self.inner.load().await
+    }
+
+    async fn rotate(
+        &self,
+        plan: &Planner<'_>,
+        fresh: Vec<NewKeyMaterial>,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.inner.rotate(plan, fresh).await
+    }
+
+    async fn reseal(&self, reseal: &Resealer<'_>) -> Result<usize, StoreError> {
+        self.inner.reseal(reseal).await
+    }
+}
+
+async fn spawn_app_over(store: Arc<dyn KeyStore>, config: Config, dir: TempDir) -> TestApp {
+    let keks = KekRing::new(vec![Kek::from_base64(TEST_KEK).unwrap()]).unwrap();
+    let service = KeyService::start(
+        store,
+        keks,
+        config.policy(),
+        config.issuer.clone(),
+        Access::default(),
+        Timestamp::now(),
+    )
+    .await
+    .expect("the service starts");
+    let app = Application::with_service(service, config.clone())
+        .await
+        .expect("the server binds");
+    run_app(app, config, dir)
+}
+
+fn fault_kinds(health: &Value) -> Vec<String> {
+    health["faults"]
+        .as_array()
+        .map(|faults| {
+            faults
+                .iter()
+                .filter_map(|f| f["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// Item 1: the refresher died for good at its first panic, and nothing said so.
+#[tokio::test]
+async fn a_refresher_that_panics_is_restarted_counted_and_shown_in_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.reload_every = Duration::from_secs(1);
+    let store = Arc::new(PanickingStore {
+        inner: SqlStore::connect(config.store.connection_string())
+            .await
+            .unwrap(),
+        armed: AtomicBool::new(false),
+    });
+    let app = spawn_app_over(store.clone(), config, dir).await;
+    assert_eq!(health_of(&app).await.1["status"], "ok");
+
+    store.armed.store(true, Ordering::SeqCst);
+    let health = wait_until(
+        "health reports the dead refresher",
+        Duration::from_secs(20),
+        async || {
+            let (status, body) = health_of(&app).await;
+            assert_eq!(status, 200, "a key still signs: {body}");
+            fault_kinds(&body)
+                .contains(&"refresher_restarting".to_owned())
+                .then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("injected store fault")),
+        "the panic is the reason: {health}"
+    );
+    assert!(health["signing_for_seconds"].as_u64().is_some(), "{health}");
+    assert!(
+        grpc_serving(&app).await,
+        "gRPC health: SERVING while a key signs"
+    );
+    wait_until(
+        "the refresher is restarted (and panics again)",
+        Duration::from_secs(20),
+        async || {
+            let text = metrics_of(&app.client, &app.http).await;
+            metric(&text, "jwks_refresher_restarts_total").filter(|n| *n >= 2.0)
+        },
+    )
+    .await;
+    // Tokens are still issued meanwhile.
+    let token = app.token("").await;
+    verify(&token, &app.jwks().await).expect("tokens verify while the refresher restarts");
+
+    store.armed.store(false, Ordering::SeqCst);
+    wait_until(
+        "health is ok once a restarted refresher completes a refresh",
+        Duration::from_secs(90),
+        async || {
+            let (status, body) = health_of(&app).await;
+            (status == 200 && body["status"] == "ok").then_some(())
+        },
+    )
+    .await;
+}
+
+/// A tmpfs of `size` mounted on a fresh directory (needs root), unmounted on drop.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (tests and CI run as root): {status}"
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the file system is full.
+    fn fill(&self) -> PathBuf {
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while matches!(file.write(&chunk), Ok(n) if n > 0) {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+// Item 5: with the store's disk full every rotation failed with a warning
+// while /health said ok, until signing stopped and /health jumped to 503.
+#[tokio::test]
+async fn a_full_store_disk_turns_health_degraded_until_space_returns() {
+    let tmpfs = Tmpfs::mount("2m");
+    let path = tmpfs.path().join("jwks.db");
+    let app = spawn_app_with(|config| {
+        config.store = StoreUrl::Sqlite {
+            url: format!("sqlite://{}", path.display()),
+            path: path.clone(),
+        };
+        config.token_ttl = Duration::from_secs(2);
+        config.rotate_every = Duration::from_secs(3);
+        config.jwks_max_age = Duration::from_secs(2);
+        config.reload_every = Duration::from_secs(1);
+        config.clock_skew = Duration::from_secs(1);
+        // Keys are published long before they sign, so signing goes on for
+        // a while after writes start failing.
+        config.publish_ahead = Some(Duration::from_secs(20));
+    })
+    .await;
+    assert_eq!(health_of(&app).await.1["status"], "ok");
+
+    let filler = tmpfs.fill();
+    let health = wait_until(
+        "health reports the failing rotation",
+        Duration::from_secs(30),
+        async || {
+            let (status, body) = health_of(&app).await;
+            assert_eq!(status, 200, "held keys still sign: {body}");
+            (body["status"] != "ok").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(fault_kinds(&health), ["rotation_failing"], "{health}");
+    let error = health["faults"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("full"), "the error says why: {health}");
+    assert!(health["reason"].as_str().is_some(), "{health}");
+    assert!(
+        health["signing_for_seconds"]
+            .as_u64()
+            .is_some_and(|s| s > 0),
+        "{health}"
+    );
+    let failures = metric(
+        &metrics_of(&app.client, &app.http).await,
+        "jwks_rotation_failures_total",
+    )
+    .expect("jwks_rotation_failures_total is exported");
+    assert!(failures > 0.0, "rotation failures are counted: {failures}");
+    assert!(
+        grpc_serving(&app).await,
+        "gRPC health: SERVING while a key signs"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    wait_until(
+        "health is ok once a rotation succeeds",
+        Duration::from_secs(30),
+        async || {
+            let (status, body) = health_of(&app).await;
+            (status == 200 && body["status"] == "ok" && body.get("faults").is_none()).then_some(())
+        },
+    )
+    .await;
+    drop(app);
 }
 
 // Item 6: a core dump would hold every private key and the KEK.
