@@ -534,3 +534,34 @@ async fn core_dumps_are_off_for_the_server_and_the_operator_commands() {
         child.kill().await.unwrap();
     }
 }
+
+// Item 1, the operator side: `print!` panicked (exit 101) when stdout failed.
+#[tokio::test]
+async fn an_operator_command_whose_output_cannot_be_written_exits_1_without_a_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full exists (Linux)");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"))
+        .arg("hash-secret")
+        .env_clear()
+        .envs(passthrough_env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"s3cret")
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("hash-secret finishes")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
