@@ -16,13 +16,17 @@
 //! - [`access`]: opt-in client authentication and rate limits.
 //! - [`admin`]: the operator subcommands.
 //! - [`text`]: which caller-supplied text may become a claim or a client id.
+//! - [`faults`]: background faults (failing rotations, a dead refresher) health reports.
+//! - [`telemetry`]: logs that drop lines rather than fail; [`process`]: no core dumps.
 
 pub mod access;
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod keys;
 pub mod metrics;
+pub mod process;
 pub mod service;
 pub mod startup;
 pub mod store;

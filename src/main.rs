@@ -1,18 +1,30 @@
-//! `jwks-server`: parse the configuration, start logging, then either serve
-//! until SIGINT/SIGTERM or run an operator subcommand.
+//! `jwks-server`: turn core dumps off, parse the configuration, start logging,
+//! then either serve until SIGINT/SIGTERM or run an operator subcommand.
+//!
+//! Nothing here panics when stdout or stderr cannot be written (a full disk, a
+//! closed pipe): an operator command whose output is lost exits 1.
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use jwks_server::{
     admin,
     config::{Cli, Command},
+    process,
     startup::Application,
     telemetry,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything reads a KEK (the environment, a file) or unseals a key.
+    if let Err(err) = process::forbid_core_dumps() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "jwks-server: cannot turn core dumps off: {err}"
+        );
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     // Settings that break a rule between them are a usage error, like a bad
     // flag: one line, exit 2, before anything is logged or opened.
@@ -25,20 +37,36 @@ async fn main() -> ExitCode {
     telemetry::init(cli.config.log_format);
     let result = match &cli.command {
         None | Some(Command::Serve) => match Application::build(cli.config.clone()).await {
-            Ok(app) => app.run(shutdown_signal()).await,
+            Ok(app) => app.run(shutdown_signal()).await.map(|()| true),
             Err(err) => Err(err),
         },
         Some(Command::Keys { action }) => admin::run(&cli.config, action)
             .await
-            .map(|out| print!("{out}")),
-        Some(Command::HashSecret) => admin::hash_secret_from_stdin().map(|out| println!("{out}")),
+            .map(|out| print_out(format_args!("{out}"))),
+        Some(Command::HashSecret) => {
+            admin::hash_secret_from_stdin().map(|out| print_out(format_args!("{out}\n")))
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             tracing::error!("{err}");
-            eprintln!("jwks-server: {err}");
+            let _ = writeln!(std::io::stderr(), "jwks-server: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an operator command's output; `false` when it could not be written
+/// (`print!` would panic).
+fn print_out(out: std::fmt::Arguments<'_>) -> bool {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(out).and_then(|()| stdout.flush()) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot write the output");
+            false
         }
     }
 }

@@ -105,6 +105,8 @@ pub struct Metrics {
     store_up: Gauge,
     client_secret_checks: Counter,
     keys_unreadable: Gauge,
+    rotation_failures: Counter,
+    refresher_restarts: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -189,6 +191,25 @@ impl Metrics {
             "Expired keys in the store this process cannot open (damaged row or unknown KEK), skipped",
             keys_unreadable.clone(),
         );
+        // Counted by the service (failed key writes) and the log writer (a
+        // process-wide count, which exists before any `Metrics`).
+        let rotation_failures = Counter::default();
+        registry.register(
+            "rotation_failures",
+            "Key rotations that failed to write to the store",
+            rotation_failures.clone(),
+        );
+        let refresher_restarts = Counter::default();
+        registry.register(
+            "refresher_restarts",
+            "Times the background key refresher died (panicked or ended) and was restarted",
+            refresher_restarts.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because they could not be written",
+            crate::telemetry::log_lines_dropped(),
+        );
         Self {
             client_secret_checks,
             registry,
@@ -202,7 +223,13 @@ impl Metrics {
             signing_remaining,
             store_up,
             keys_unreadable,
+            rotation_failures,
+            refresher_restarts,
         }
+    }
+
+    pub fn refresher_restarted(&self) {
+        self.refresher_restarts.inc();
     }
 
     pub fn token_issued(&self, door: Door, expired: bool) {
@@ -287,6 +314,12 @@ impl Metrics {
 
         self.keys_unreadable
             .set(i64::try_from(service.unreadable_keys().len()).unwrap_or(i64::MAX));
+
+        // The service counts; a counter only moves up, whatever scrapes race.
+        self.rotation_failures.inner().fetch_max(
+            service.faults().rotation_failures(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -22,6 +22,7 @@ use crate::{
         SecretChecks,
     },
     error::Error,
+    faults::{Fault, Faults},
     keys::{
         KeyMeta, KeyState,
         crypto::{SigningKey, random_id},
@@ -108,6 +109,9 @@ pub struct Health {
     /// The last instant this replica can sign with the keys it holds, if the
     /// store stays away.
     pub signing_until: Option<Timestamp>,
+    /// Background faults not yet cleared (failing rotations, a dead or
+    /// stalled refresher): while a key signs, health is degraded.
+    pub faults: Vec<Fault>,
 }
 
 /// One key as the operator listing shows it.
@@ -179,6 +183,7 @@ struct Inner {
     store_health: Mutex<StoreHealth>,
     /// Expired keys in the store that do not open, by kid; not in the ring.
     unreadable: Mutex<HashMap<String, UnreadableKey>>,
+    faults: Faults,
 }
 
 /// Who may issue tokens and how often. The default lets anyone issue any
@@ -238,6 +243,7 @@ impl KeyService {
                 ring: ArcSwap::from_pointee(empty),
                 store_health: Mutex::new(StoreHealth::Reachable),
                 unreadable: Mutex::new(HashMap::new()),
+                faults: Faults::default(),
             }),
         };
         // Open every stored key first, so a wrong or missing KEK stops the
@@ -474,6 +480,7 @@ impl KeyService {
                 .map(|k| k.meta.retires_at)
                 .max()
                 .filter(|until| *until > now),
+            faults: self.inner.faults.active(now, self.stall_after()),
         }
     }
 
@@ -489,6 +496,17 @@ impl KeyService {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// What the background upkeep has recorded going wrong.
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    /// How long without a completed refresh means the refresher is stuck: a
+    /// few reload intervals, plus the store calls one refresh may wait on.
+    fn stall_after(&self) -> Duration {
+        self.inner.policy.reload_every * 3 + STORE_TIMEOUT * 3
     }
 
     fn store_health(&self) -> StoreHealth {
@@ -533,17 +551,39 @@ impl KeyService {
         let stored = self.store_call(self.inner.store.load()).await?;
         let metas: Vec<KeyMeta> = stored.iter().map(|k| k.meta.clone()).collect();
         let plan = planner(&metas);
-        let mut count = plan.create.len();
         if plan.is_empty() {
+            // Nothing (left) to write: any earlier failed write is moot.
+            self.inner.faults.rotation_succeeded();
             self.install(stored, now)?;
             return Ok(Vec::new());
         }
-        // The plan is re-made under the store's lock; if it then wants more
-        // keys than we generated (another process changed the store), retry.
+        let written = self.write_keys(&planner, plan.create.len()).await;
+        match &written {
+            Ok(_) => self.inner.faults.rotation_succeeded(),
+            // The cause says it (e.g. "store query failed: … database or disk
+            // is full"); the whole chain repeats each level's message.
+            Err(err) => self.inner.faults.rotation_failed(
+                now,
+                std::error::Error::source(err).map_or_else(|| err.to_string(), ToString::to_string),
+            ),
+        }
+        let created = written?;
+        self.reload(now).await?;
+        Ok(created)
+    }
+
+    /// Generates `count` keys and applies the plan in the store. The plan is
+    /// re-made under the store's lock; if it then wants more keys than we
+    /// generated (another process changed the store), retry.
+    async fn write_keys(
+        &self,
+        planner: &crate::store::Planner<'_>,
+        mut count: usize,
+    ) -> Result<Vec<KeyMeta>, Error> {
         for _attempt in 0..3 {
             let fresh = self.generate(count).await?;
             match self
-                .store_call(self.inner.store.rotate(&planner, fresh))
+                .store_call(self.inner.store.rotate(planner, fresh))
                 .await?
             {
                 RotateOutcome::Applied { created, pruned } => {
@@ -555,7 +595,6 @@ impl KeyService {
                     if !pruned.is_empty() {
                         tracing::info!(count = pruned.len(), "pruned old expired keys");
                     }
-                    self.reload(now).await?;
                     return Ok(created);
                 }
                 RotateOutcome::NeedKeys(n) => count = n,

@@ -269,6 +269,12 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let service = start_service(&config).await?;
+        Self::with_service(service, config).await
+    }
+
+    /// Binds the listeners for a service already started, e.g. over a store
+    /// the caller built (tests inject faulty stores this way).
+    pub async fn with_service(service: KeyService, config: Config) -> Result<Self, StartupError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -315,7 +321,12 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let (health, grpc_routes) = grpc::routes(service.clone(), metrics.clone()).await;
 
-        let refresher = tokio::spawn(refresh_keys(service.clone(), health.clone(), stop.clone()));
+        let refresher = tokio::spawn(supervise_refresher(
+            service.clone(),
+            health.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ));
 
         let http_stop = stop.clone();
         let timeout = config.request_timeout;
@@ -366,6 +377,60 @@ impl Application {
     }
 }
 
+/// Keeps the key refresher running. If it panics or ends while the server is
+/// not stopping, health reports it (degraded while a key signs), the restart
+/// is counted, and a new refresher starts after a backoff: 1 s, doubling up
+/// to a minute, back to 1 s once a refresher has lived longer than that.
+async fn supervise_refresher(
+    service: KeyService,
+    health: grpc::HealthHandle,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        service.faults().refresher_started(Timestamp::now());
+        let started = tokio::time::Instant::now();
+        let outcome =
+            tokio::spawn(refresh_keys(service.clone(), health.clone(), stop.clone())).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        let reason = match outcome {
+            Ok(()) => "the key refresher ended".to_owned(),
+            Err(err) if err.is_panic() => {
+                let payload = err.into_panic();
+                format!("the key refresher panicked: {}", panic_message(&*payload))
+            }
+            Err(err) => format!("the key refresher was cancelled: {err}"),
+        };
+        if started.elapsed() > MAX_BACKOFF {
+            backoff = FIRST_BACKOFF;
+        }
+        tracing::error!(%reason, restart_in = ?backoff, "key refresher died; restarting it");
+        service.faults().refresher_died(Timestamp::now(), reason);
+        // The dead refresher kept gRPC health current; do it until the next one runs.
+        health.update(&service.health(Timestamp::now())).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        metrics.refresher_restarted();
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The text a panic was raised with, when it was text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)")
+}
+
 /// The background loop: runs the rotation schedule and reloads keys every
 /// --reload-every (sooner when the key set is due to change), keeping gRPC
 /// health in step with whether this replica can sign.
@@ -400,5 +465,6 @@ async fn refresh_keys(service: KeyService, health: grpc::HealthHandle, stop: Can
         }
         health.update(&service.health(Timestamp::now())).await;
         service.forget_idle_callers();
+        service.faults().refreshed(Timestamp::now());
     }
 }

@@ -61,6 +61,11 @@ pub async fn start(config: Config, dir: TempDir) -> TestApp {
     let app = Application::build(config.clone())
         .await
         .expect("server starts");
+    run_app(app, config, dir)
+}
+
+/// Serves an already built `app` (e.g. one over an injected store).
+pub fn run_app(app: Application, config: Config, dir: TempDir) -> TestApp {
     let http = format!("http://{}", app.http_addr());
     let grpc_addr = app.grpc_addr();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -27,18 +27,35 @@ pub struct StoreStatus {
     pub error: Option<String>,
 }
 
+/// A background fault that has not cleared yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FaultReport {
+    /// `rotation_failing`, `refresher_restarting` or `refresher_stalled`.
+    pub kind: String,
+    /// When it began (RFC 3339).
+    pub since: String,
+    /// The last error.
+    pub error: String,
+}
+
 /// `GET|POST /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthReport {
-    /// `ok`, `degraded` (signing, store unreachable) or `unavailable` (cannot sign).
+    /// `ok`, `degraded` (signing, but the store is unreachable or a background
+    /// fault is listed in `faults`) or `unavailable` (cannot sign).
     pub status: String,
     pub store: StoreStatus,
     /// How long this replica can sign with the keys it holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_for_seconds: Option<u64>,
-    /// Why it cannot sign (with status `unavailable`).
+    /// Why it cannot sign (with status `unavailable`), or the first fault
+    /// (with status `degraded`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Background faults not yet cleared: failing rotations (key writes), a
+    /// key refresher that died or stalled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultReport>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

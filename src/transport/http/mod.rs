@@ -37,8 +37,8 @@ mod serve;
 
 pub use auth_input::{AuthBody, auth_request};
 use dto::{
-    Endpoints, ErrorBody, GrpcEndpoint, HealthReport, IssuerMetadata, JwkSet, ServiceDiscovery,
-    ServiceStatus, StoreStatus, TokenResponse,
+    Endpoints, ErrorBody, FaultReport, GrpcEndpoint, HealthReport, IssuerMetadata, JwkSet,
+    ServiceDiscovery, ServiceStatus, StoreStatus, TokenResponse,
 };
 pub use serve::serve;
 
@@ -290,7 +290,8 @@ async fn root() -> Json<ServiceStatus> {
 }
 
 /// Readiness: 200 while a key can sign (`degraded` when the store is
-/// unreachable but held keys still sign), 503 when none can.
+/// unreachable or a background fault has not cleared, but held keys still
+/// sign), 503 when none can.
 #[utoipa::path(method(get, post), path = "/health", tag = "service",
     responses(
         (status = 200, description = "A key can sign", body = HealthReport),
@@ -316,6 +317,15 @@ async fn health(State(state): State<AppState>) -> Response {
         store,
         signing_for_seconds: health.signing_until.map(|until| now.until(until).as_secs()),
         reason: None,
+        faults: health
+            .faults
+            .iter()
+            .map(|fault| FaultReport {
+                kind: fault.kind.as_str().into(),
+                since: fault.since.to_string(),
+                error: fault.error.clone(),
+            })
+            .collect(),
     };
     if !health.can_sign {
         report.status = "unavailable".into();
@@ -324,6 +334,10 @@ async fn health(State(state): State<AppState>) -> Response {
     }
     if health.store != StoreHealth::Reachable {
         report.status = "degraded".into();
+    }
+    if let Some(fault) = health.faults.first() {
+        report.status = "degraded".into();
+        report.reason = Some(fault.to_string());
     }
     Json(report).into_response()
 }
