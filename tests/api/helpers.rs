@@ -113,6 +113,39 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// `GET {path}`, to add headers to before `.response()`.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    /// `POST {path}`, to add headers or a body to before `.response()`.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    /// `{method} {path}`, to add to before `.response()`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// `POST /auth{query}` with no body, whatever the status.
+    pub async fn post_auth(&self, query: &str) -> reqwest::Response {
+        self.post(&format!("/auth{query}")).response().await
+    }
+
+    /// `POST /auth` with `body` as `content_type`, whatever the status.
+    pub async fn post_auth_body(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post("/auth")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .response()
+            .await
+    }
+
     pub async fn grpc(&self) -> KeyServiceClient<Channel> {
         KeyServiceClient::connect(format!("http://{}", self.grpc_addr))
             .await
@@ -156,6 +189,18 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Sends a request the tests built and returns the response, whatever its
+/// status; only a request that gets no response at all fails the test.
+pub trait Respond {
+    async fn response(self) -> reqwest::Response;
+}
+
+impl Respond for reqwest::RequestBuilder {
+    async fn response(self) -> reqwest::Response {
+        self.send().await.expect("the server answers")
     }
 }
 
