@@ -7,7 +7,7 @@
 #   DURATION=2 REPEATS=1 benches/load.sh     # quick look (under a minute after the build)
 #
 # The server runs pinned to one core (SERVER_CPU) and the load generator to the
-# other (LOAD_CPU): wrk for REST, examples/grpc_load.rs for gRPC (it counts
+# other (LOAD_CPU): wrk for REST, benches/grpc_load.rs for gRPC (it counts
 # non-OK gRPC statuses, which h2load would take for successes). Each scenario
 # gets a fresh server process on the same store, so its peak RSS (VmHWM) is its
 # own. The table reports, per scenario, the median run by requests/s, its p50
@@ -474,10 +474,14 @@ for port in "$HTTP_PORT" "$GRPC_PORT" "$NGINX_PORT"; do
 done
 
 say "building (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin jwks-server --example grpc_load)
+(cd "$ROOT" && cargo build --release --quiet --bin jwks-server)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$TARGET_DIR/release/jwks-server"
-GEN="$TARGET_DIR/release/examples/grpc_load"
+# The load generator is a bench target (benches/grpc_load.rs): cargo gives its
+# binary a hashed name under deps/, and tells where in its JSON messages.
+GEN=$(cd "$ROOT" && cargo build --release --quiet --bench grpc_load --message-format=json |
+    sed -n 's/.*"executable":"\([^"]*grpc_load[^"]*\)".*/\1/p' | tail -n 1)
+[ -n "$GEN" ] && [ -x "$GEN" ] || die "could not build the load generator (benches/grpc_load.rs)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jwks-load.XXXXXX")
 trap cleanup EXIT

@@ -4,20 +4,30 @@
 //! # Layout
 //!
 //! The dependency arrows point one way: transports -> service -> keys/store.
+//! README's Layout section maps the same tree, with the files around `src/`.
 //!
 //! - [`config`]: the clap settings; every flag has a `JWKS_*` variable.
-//! - [`startup`]: the only module that wires store, service and listeners.
+//! - [`startup`]: the only module that wires store, service, listeners and the
+//!   background refresher.
 //! - [`service`]: [`service::KeyService`], the domain both transports call.
-//! - [`keys`]: key states, the pure rotation policy, the key ring, crypto, sealing.
-//! - [`store`]: the [`store::KeyStore`] trait and its SQLite/PostgreSQL store.
-//! - [`transport`]: the gRPC and REST adapters; only they know tonic and axum.
+//! - [`access`]: opt-in client authentication and rate limits.
+//! - [`keys`]: key states (`mod.rs`), the pure rotation policy (`policy`), the
+//!   key ring and its rendered JWKS (`ring`), RSA and RS256 (`crypto`), and
+//!   sealing at rest (`seal`).
+//! - [`store`]: the [`store::KeyStore`] trait and its SQLite/PostgreSQL
+//!   implementation (`sql`).
+//! - [`transport`]: the adapters, the only code that knows tonic and axum:
+//!   `grpc` and `http` (routes and handlers in `mod.rs`, `auth_input`,
+//!   `dto`, `serve`).
 //! - [`error`]: the one domain error.
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
-//! - [`access`]: opt-in client authentication and rate limits.
+//! - [`telemetry`]: structured logs.
+//! - [`time`]: [`time::Timestamp`], time passed in as an argument.
 //! - [`admin`]: the operator subcommands.
 //! - [`text`]: which caller-supplied text may become a claim or a client id.
 //! - [`faults`]: background faults (failing rotations, a dead refresher) health reports.
 //! - [`telemetry`]: logs that drop lines rather than fail; [`process`]: no core dumps.
+//! - [`proto`]: the code generated from `proto/jwks/v1/key_service.proto`.
 
 pub mod access;
 pub mod admin;

@@ -214,19 +214,23 @@ mod tests {
         );
     }
 
+    /// What replicas and caches rely on: the ETag is a function of the key
+    /// set alone (not of when or by whom the ring was built), and a changed
+    /// set gets a different one.
     #[test]
-    fn the_etag_changes_with_the_key_set() {
-        let a = KeyRing::new(
-            vec![loaded(meta(1, 0, 100, 200))],
-            Timestamp::from_unix(0),
-            &policy(),
-        );
-        let b = KeyRing::new(
-            vec![loaded(meta(1, 0, 100, 200))],
-            Timestamp::from_unix(0),
-            &policy(),
-        );
-        assert_ne!(a.jwks().etag, b.jwks().etag);
-        assert!(a.jwks().etag.starts_with('"') && a.jwks().etag.ends_with('"'));
+    fn the_same_key_set_gives_the_same_etag_and_a_changed_one_another() {
+        let (old, new) = (loaded(meta(1, 0, 100, 200)), loaded(meta(2, 50, 200, 300)));
+        let ring = |keys: Vec<Arc<LoadedKey>>, now: i64| {
+            KeyRing::new(keys, Timestamp::from_unix(now), &policy())
+        };
+        let first = ring(vec![old.clone(), new.clone()], 60);
+        let again = ring(vec![new.clone(), old.clone()], 90);
+        assert_eq!(first.jwks().etag, again.jwks().etag);
+        assert!(first.jwks().etag.starts_with('"') && first.jwks().etag.ends_with('"'));
+
+        let without_new = ring(vec![old.clone()], 60);
+        let after_old_expired = ring(vec![old, new], 250);
+        assert_ne!(without_new.jwks().etag, first.jwks().etag);
+        assert_ne!(after_old_expired.jwks().etag, first.jwks().etag);
     }
 }

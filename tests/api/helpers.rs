@@ -58,6 +58,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts a server on `config` (its store may already hold keys).
 pub async fn start(config: Config, dir: TempDir) -> TestApp {
+    init_test_log();
     let app = Application::build(config.clone())
         .await
         .expect("server starts");
@@ -117,6 +118,39 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// `GET {path}`, to add headers to before `.response()`.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    /// `POST {path}`, to add headers or a body to before `.response()`.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    /// `{method} {path}`, to add to before `.response()`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// `POST /auth{query}` with no body, whatever the status.
+    pub async fn post_auth(&self, query: &str) -> reqwest::Response {
+        self.post(&format!("/auth{query}")).response().await
+    }
+
+    /// `POST /auth` with `body` as `content_type`, whatever the status.
+    pub async fn post_auth_body(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post("/auth")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .response()
+            .await
+    }
+
     pub async fn grpc(&self) -> KeyServiceClient<Channel> {
         KeyServiceClient::connect(format!("http://{}", self.grpc_addr))
             .await
@@ -160,6 +194,18 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Sends a request the tests built and returns the response, whatever its
+/// status; only a request that gets no response at all fails the test.
+pub trait Respond {
+    async fn response(self) -> reqwest::Response;
+}
+
+impl Respond for reqwest::RequestBuilder {
+    async fn response(self) -> reqwest::Response {
+        self.send().await.expect("the server answers")
     }
 }
 
@@ -329,4 +375,27 @@ pub fn passthrough_env() -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(name, _)| name == "LLVM_PROFILE_FILE" || name == "CARGO_LLVM_COV")
         .collect()
+}
+
+/// With `TEST_LOG` set (to anything but empty or `0`), in-process servers log
+/// to the test's captured output, which the test harness prints when the test
+/// fails (or always, with `-- --nocapture`). `RUST_LOG` filters (default
+/// `info`). Off by default: a passing suite stays quiet. Servers started as
+/// processes (`ServerProcess`) keep their own log in `ServerProcess::log`.
+///
+/// The harness captures what the test's own thread prints; `#[tokio::test]`
+/// runs the server's tasks on that thread unless a test asks for a
+/// multi-threaded runtime.
+pub fn init_test_log() {
+    let wanted = std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0");
+    if wanted {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Only the first call installs it; later ones find it in place.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init();
+    }
 }

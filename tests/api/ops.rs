@@ -7,7 +7,7 @@ use jwks_server::proto::{GetJwksRequest, IssueTokenRequest};
 use reqwest::header;
 use serde_json::Value;
 
-use crate::helpers::{ServerProcess, spawn_app, spawn_app_with};
+use crate::helpers::{Respond, ServerProcess, spawn_app, spawn_app_with};
 
 /// Parses the Prometheus text format strictly enough to catch malformed output:
 /// `name{labels} value` per sample; returns samples keyed by `name{labels}`.
@@ -64,19 +64,13 @@ async fn metrics_count_what_happened_in_prometheus_format() {
     })
     .await
     .unwrap();
-    app.client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
-    app.client
-        .get(app.url("/.well-known/jwks.json"))
+    app.get("/.well-known/jwks.json").response().await;
+    app.get("/.well-known/jwks.json")
         .header(header::IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+        .response()
+        .await;
 
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let response = app.get("/metrics").response().await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()[header::CONTENT_TYPE]
@@ -142,7 +136,7 @@ async fn discovery_documents_describe_the_issuer_truthfully() {
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
     ] {
-        let response = app.client.get(app.url(path)).send().await.unwrap();
+        let response = app.get(path).response().await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         let doc: Value = response.json().await.unwrap();
@@ -159,15 +153,7 @@ async fn discovery_documents_describe_the_issuer_truthfully() {
             .as_str()
             .unwrap()
             .trim_start_matches("https://issuer.test");
-        assert_eq!(
-            app.client
-                .get(app.url(jwks_path))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(app.get(jwks_path).response().await.status(), 200);
     }
 }
 
@@ -181,12 +167,7 @@ async fn max_age_is_capped_by_the_time_until_the_next_key_is_published() {
         c.reload_every = Duration::from_secs(1);
     })
     .await;
-    let response = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/.well-known/jwks.json").response().await;
     let cache_control = response.headers()[header::CACHE_CONTROL]
         .to_str()
         .unwrap()
@@ -440,12 +421,10 @@ async fn every_documented_route_answers_as_the_openapi_document_says() {
         for (method, operation) in operations.as_object().unwrap() {
             let method: reqwest::Method = method.to_uppercase().parse().unwrap();
             let response = app
-                .client
-                .request(method.clone(), app.url(path))
+                .request(method.clone(), path)
                 .header(header::ACCEPT, "application/json")
-                .send()
-                .await
-                .unwrap();
+                .response()
+                .await;
             let status = response.status().as_u16().to_string();
             let documented = &operation["responses"][&status];
             assert!(

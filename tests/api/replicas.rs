@@ -1,14 +1,16 @@
 //! Several replicas on one PostgreSQL database, as separate processes.
 //!
-//! Needs `JWKS_TEST_DATABASE_URL` (a role that may create databases, e.g. what
-//! `.ci/postgres.sh` prints). Without it these tests print why and skip; CI
-//! always sets it. Each test creates its own database and drops it after.
+//! They need PostgreSQL: a role that may create databases, named by
+//! `JWKS_TEST_DATABASE_URL`, or else the local PostgreSQL 15 that
+//! `.ci/postgres.sh` starts (run once per test binary, as root). Without
+//! either they fail, saying how to provide one: a test that did not run must
+//! not look like a pass. Each test creates its own database and drops it after.
 
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -42,14 +44,69 @@ struct TestDatabase {
     url: String,
 }
 
+/// Where to find a PostgreSQL role that may create databases: the URL in
+/// `JWKS_TEST_DATABASE_URL`, or else the one `.ci/postgres.sh` prints after
+/// starting the local PostgreSQL 15. The script runs at most once per test
+/// binary; if it fails, every test that needs the database fails with why.
+fn admin_url() -> &'static str {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    let url = URL.get_or_init(|| match std::env::var("JWKS_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ => start_local_postgres(),
+    });
+    match url {
+        Ok(url) => url,
+        Err(why) => panic!(
+            "this test needs PostgreSQL and none could be found: {why}\n\
+             Provide one: set JWKS_TEST_DATABASE_URL to a role that may create databases \
+             (e.g. postgres://me:pw@my-pg-host:5432/postgres), or run the tests as root \
+             on a machine where .ci/postgres.sh can start PostgreSQL 15."
+        ),
+    }
+}
+
+/// Runs `.ci/postgres.sh` (idempotent: it returns at once when PostgreSQL
+/// already answers) and returns the URL it prints as its last line.
+fn start_local_postgres() -> Result<String, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/postgres.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!("JWKS_TEST_DATABASE_URL is unset and bash {script} could not run: {e}")
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let url = stdout.lines().last().unwrap_or_default().trim();
+    if output.status.success() && url.starts_with("postgres://") {
+        return Ok(url.to_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!(
+        "JWKS_TEST_DATABASE_URL is unset and bash {script} failed ({}):\n{}",
+        output.status,
+        tail.join("\n")
+    ))
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 impl TestDatabase {
-    async fn create() -> Option<Self> {
-        let Ok(admin_url) = std::env::var("JWKS_TEST_DATABASE_URL") else {
-            eprintln!(
-                "skipping: JWKS_TEST_DATABASE_URL is unset (run .ci/postgres.sh and export what it prints)"
-            );
-            return None;
-        };
+    async fn create() -> Self {
+        let admin_url = admin_url().to_owned();
         let name = format!(
             "jwks_test_{}_{}",
             std::process::id(),
@@ -57,18 +114,30 @@ impl TestDatabase {
         );
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
-            .expect("admin connection");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to PostgreSQL at {}: {e}\n\
+                     Set JWKS_TEST_DATABASE_URL to a role that may create databases, or unset it \
+                     to let .ci/postgres.sh start the local PostgreSQL 15 (as root).",
+                    redacted(&admin_url)
+                )
+            });
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
-            .expect("create test database");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the role at {} cannot create a database (it needs CREATEDB): {e}",
+                    redacted(&admin_url)
+                )
+            });
         let (base, _) = admin_url.rsplit_once('/').expect("URL names a database");
         let url = format!("{base}/{name}");
-        Some(Self {
+        Self {
             admin_url,
             name,
             url,
-        })
+        }
     }
 
     async fn keys(&self) -> Vec<StoredKey> {
@@ -85,6 +154,23 @@ impl TestDatabase {
             .map(|k| k.meta.generation)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Waits (at most `limit`) for a key newer than `generation` to be
+    /// stored, and returns the newest generation then.
+    async fn generation_above(&self, generation: i64, limit: Duration) -> i64 {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let now = self.max_generation().await;
+            if now > generation {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no key after generation {generation} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Where the database server listens.
@@ -216,9 +302,7 @@ fn assert_one_key_per_slot(keys: &[StoredKey]) {
 
 #[tokio::test]
 async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
-    let Some(db) = TestDatabase::create().await else {
-        return;
-    };
+    let db = TestDatabase::create().await;
     let replicas = futures_join3(
         Replica::start_on(&db.url, &[]),
         Replica::start_on(&db.url, &[]),
@@ -241,9 +325,7 @@ async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
 /// do, not mint a second key set.
 #[tokio::test]
 async fn a_replica_with_an_older_clock_reading_does_not_create_keys_twice() {
-    let Some(db) = TestDatabase::create().await else {
-        return;
-    };
+    let db = TestDatabase::create().await;
     let policy = Policy::new(
         Duration::from_secs(15 * 60),
         Duration::from_secs(30 * 60),
@@ -296,9 +378,7 @@ async fn futures_join3(
 
 #[tokio::test]
 async fn tokens_from_any_replica_verify_against_the_jwks_of_any_replica_through_rotations() {
-    let Some(db) = TestDatabase::create().await else {
-        return;
-    };
+    let db = TestDatabase::create().await;
     let replicas = futures_join3(
         Replica::start_on(&db.url, FAST),
         Replica::start_on(&db.url, FAST),
@@ -415,9 +495,7 @@ impl Proxy {
 
 #[tokio::test]
 async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up() {
-    let Some(db) = TestDatabase::create().await else {
-        return;
-    };
+    let db = TestDatabase::create().await;
     let proxy = Proxy::start(db.server_addr().await).await;
     // Keys are published 4 s ahead and created 2 s before that, so a replica
     // always holds keys that can sign for at least ~5 s: longer than the cut.
@@ -435,9 +513,11 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
     );
     let replicas = [a, b];
     let client = reqwest::Client::new();
-    // Let a rotation or two happen, so a pending key is in hand.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let generation_before = db.max_generation().await;
+    // Wait for a rotation after start-up, so a pending key is in hand.
+    let generation_at_start = db.max_generation().await;
+    let generation_before = db
+        .generation_above(generation_at_start, Duration::from_secs(15))
+        .await;
 
     proxy.cut();
     let mut degraded = HashSet::new();
@@ -497,9 +577,7 @@ async fn when_the_store_goes_away_replicas_keep_serving_report_it_and_catch_up()
 
 #[tokio::test]
 async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
-    let Some(db) = TestDatabase::create().await else {
-        return;
-    };
+    let db = TestDatabase::create().await;
     let mut replicas = futures_join3(
         Replica::start_on(&db.url, FAST),
         Replica::start_on(&db.url, FAST),

@@ -4,7 +4,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::helpers::{claims, header as jwt_header, kids, now, spawn_app, verify, verify_with};
+use crate::helpers::{
+    Respond, claims, header as jwt_header, kids, now, spawn_app, verify, verify_with,
+};
 
 #[tokio::test]
 async fn jwks_publishes_rsa_2048_public_keys_and_nothing_private() {
@@ -121,12 +123,7 @@ async fn expired_parameter_values_are_table_driven() {
         assert_eq!(exp < now(), expect_expired, "exp for {query:?}");
     }
     for junk in ["yes", "2", "TRUE!", "%FF"] {
-        let response = app
-            .client
-            .post(app.url(&format!("/auth?expired={junk}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_auth(&format!("?expired={junk}")).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "expired={junk}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "invalid_request");
@@ -147,61 +144,53 @@ async fn auth_accepts_what_real_clients_send_and_a_username_becomes_sub() {
         base64::engine::general_purpose::STANDARD.encode("carol:pw")
     );
     let cases: Vec<(&str, reqwest::RequestBuilder, &str)> = vec![
-        ("no body", app.client.post(app.url("/auth")), "anonymous"),
+        ("no body", app.post("/auth"), "anonymous"),
         (
             "form body",
-            app.client
-                .post(app.url("/auth"))
+            app.post("/auth")
                 .form(&[("username", "alice"), ("password", "pw")]),
             "alice",
         ),
         (
             "JSON body",
-            app.client
-                .post(app.url("/auth"))
+            app.post("/auth")
                 .json(&json!({"username": "bob", "password": "pw"})),
             "bob",
         ),
         (
             "HTTP Basic",
-            app.client
-                .post(app.url("/auth"))
-                .header(header::AUTHORIZATION, &basic),
+            app.post("/auth").header(header::AUTHORIZATION, &basic),
             "carol",
         ),
         (
             "Bearer",
-            app.client
-                .post(app.url("/auth"))
+            app.post("/auth")
                 .header(header::AUTHORIZATION, "Bearer whatever"),
             "anonymous",
         ),
         (
             "fetch() JSON as text/plain",
-            app.client
-                .post(app.url("/auth"))
+            app.post("/auth")
                 .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
                 .body(r#"{"username":"dave"}"#),
             "dave",
         ),
         (
             "empty JSON content",
-            app.client
-                .post(app.url("/auth"))
+            app.post("/auth")
                 .header(header::CONTENT_TYPE, "application/json"),
             "anonymous",
         ),
         (
             "body username wins over Basic",
-            app.client
-                .post(app.url("/auth"))
+            app.post("/auth")
                 .header(header::AUTHORIZATION, &basic)
                 .form(&[("username", "erin")]),
             "erin",
         ),
     ];
     for (name, request, sub) in cases {
-        let response = request.send().await.unwrap();
+        let response = request.response().await;
         assert_eq!(response.status(), 200, "{name}");
         let token = response.text().await.unwrap();
         let data = verify(&token, &jwks).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -214,12 +203,10 @@ async fn audience_and_lifetime_can_be_asked_for() {
     let app = spawn_app().await;
     let jwks = app.jwks().await;
     let response = app
-        .client
-        .post(app.url("/auth"))
+        .post("/auth")
         .json(&json!({"username": "svc", "audience": ["api", "web"], "lifetime_seconds": 60}))
-        .send()
-        .await
-        .unwrap();
+        .response()
+        .await;
     assert_eq!(response.status(), 200);
     let token = response.text().await.unwrap();
     let data = verify_with(&token, &jwks, |v| v.set_audience(&["web"])).unwrap();
@@ -229,13 +216,7 @@ async fn audience_and_lifetime_can_be_asked_for() {
         60
     );
 
-    let one = app
-        .client
-        .post(app.url("/auth"))
-        .form(&[("aud", "api")])
-        .send()
-        .await
-        .unwrap();
+    let one = app.post("/auth").form(&[("aud", "api")]).response().await;
     let token = one.text().await.unwrap();
     assert_eq!(
         claims(&token)["aud"],
@@ -277,14 +258,7 @@ async fn bad_auth_bodies_get_a_json_4xx() {
         ),
     ];
     for (content_type, body, status) in cases {
-        let response = app
-            .client
-            .post(app.url("/auth"))
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_auth_body(content_type, body).await;
         assert_eq!(response.status(), status, "{content_type} {body}");
         let error: Value = response.json().await.unwrap();
         assert!(
@@ -293,12 +267,10 @@ async fn bad_auth_bodies_get_a_json_4xx() {
         );
     }
     let response = app
-        .client
-        .post(app.url("/auth"))
+        .post("/auth")
         .header(header::AUTHORIZATION, "Basic !!!not-base64")
-        .send()
-        .await
-        .unwrap();
+        .response()
+        .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -306,12 +278,10 @@ async fn bad_auth_bodies_get_a_json_4xx() {
 async fn accept_json_gets_a_json_token_response() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(app.url("/auth"))
+        .post("/auth")
         .header(header::ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap();
+        .response()
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
     let body: Value = response.json().await.unwrap();
@@ -321,7 +291,7 @@ async fn accept_json_gets_a_json_token_response() {
     assert_eq!(jwt_header(token)["kid"], body["kid"]);
     verify(token, &app.jwks().await).unwrap();
 
-    let plain = app.client.post(app.url("/auth")).send().await.unwrap();
+    let plain = app.post_auth("").await;
     assert!(
         plain.headers()[header::CONTENT_TYPE]
             .to_str()
@@ -347,12 +317,7 @@ async fn wrong_methods_get_405_with_allow_and_unknown_routes_404() {
         (Method::PUT, "/connect", "POST"),
     ];
     for (method, path, allowed) in cases {
-        let response = app
-            .client
-            .request(method.clone(), app.url(path))
-            .send()
-            .await
-            .unwrap();
+        let response = app.request(method.clone(), path).response().await;
         assert_eq!(
             response.status(),
             StatusCode::METHOD_NOT_ALLOWED,
@@ -368,7 +333,7 @@ async fn wrong_methods_get_405_with_allow_and_unknown_routes_404() {
             assert_eq!(body["error"], "method_not_allowed");
         }
     }
-    let response = app.client.get(app.url("/nope")).send().await.unwrap();
+    let response = app.get("/nope").response().await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
@@ -382,23 +347,13 @@ async fn root_health_and_connect_answer_as_documented() {
     assert_eq!(root["service"], "jwks-server");
 
     for method in [Method::GET, Method::POST] {
-        let health = app
-            .client
-            .request(method.clone(), app.url("/health"))
-            .send()
-            .await
-            .unwrap();
+        let health = app.request(method.clone(), "/health").response().await;
         assert_eq!(health.status(), 200, "{method} /health");
         let body: Value = health.json().await.unwrap();
         assert_eq!(body["status"], "ok");
         assert_eq!(body["store"]["status"], "ok");
 
-        let connect = app
-            .client
-            .request(method.clone(), app.url("/connect"))
-            .send()
-            .await
-            .unwrap();
+        let connect = app.request(method.clone(), "/connect").response().await;
         assert_eq!(connect.status(), 200, "{method} /connect");
         let body: Value = connect.json().await.unwrap();
         assert_eq!(body["service"], "jwks-server");
@@ -415,12 +370,7 @@ async fn root_health_and_connect_answer_as_documented() {
 #[tokio::test]
 async fn jwks_is_cacheable_with_an_etag_and_answers_head_and_304() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/.well-known/jwks.json").response().await;
     let headers = response.headers().clone();
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
@@ -429,42 +379,34 @@ async fn jwks_is_cacheable_with_an_etag_and_answers_head_and_304() {
     let body = response.bytes().await.unwrap();
 
     let head = app
-        .client
-        .head(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+        .request(Method::HEAD, "/.well-known/jwks.json")
+        .response()
+        .await;
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()[header::ETAG], etag.as_str());
     assert!(head.bytes().await.unwrap().is_empty());
 
     let cached = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
+        .get("/.well-known/jwks.json")
         .header(header::IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+        .response()
+        .await;
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
     assert!(cached.bytes().await.unwrap().is_empty());
 
     let stale = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
+        .get("/.well-known/jwks.json")
         .header(header::IF_NONE_MATCH, "\"something-else\"")
-        .send()
-        .await
-        .unwrap();
+        .response()
+        .await;
     assert_eq!(stale.status(), 200);
     assert_eq!(stale.bytes().await.unwrap(), body);
 
     let jwk_set = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
+        .get("/.well-known/jwks.json")
         .header(header::ACCEPT, "application/jwk-set+json")
-        .send()
-        .await
-        .unwrap();
+        .response()
+        .await;
     assert_eq!(
         jwk_set.headers()[header::CONTENT_TYPE],
         "application/jwk-set+json"
@@ -475,13 +417,8 @@ async fn jwks_is_cacheable_with_an_etag_and_answers_head_and_304() {
 async fn oversized_bodies_are_refused_with_413() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(app.url("/auth"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(vec![b' '; 64 * 1024])
-        .send()
-        .await
-        .unwrap();
+        .post_auth_body("application/json", vec![b' '; 64 * 1024])
+        .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");

@@ -5,9 +5,15 @@
 //! with the status in the trailers).
 //!
 //! ```sh
-//! cargo run --release --example grpc_load -- --addr 127.0.0.1:50051 --rpc issue \
+//! cargo bench --bench grpc_load -- --addr 127.0.0.1:50051 --rpc issue \
 //!     --connections 64 --concurrency 64 --duration 10
 //! ```
+//!
+//! It is a `[[bench]]` target with its own `main` (`harness = false`), not an
+//! example for readers: `cargo build --release` and `cargo test` leave it out,
+//! it may use the dev-dependencies (`h2`, `hdrhistogram`) without adding them to
+//! the server's, and `bench = false` keeps a plain `cargo bench` (the criterion
+//! benches) from starting it without a server to load.
 //!
 //! Two clients, the same checks: `--client tonic` (the default) is the
 //! generated tonic client, what a Rust caller of the service runs;
@@ -93,6 +99,9 @@ struct Args {
     /// Runtime worker threads (default: the CPUs this process may run on).
     #[arg(long)]
     threads: Option<usize>,
+    /// Passed by `cargo bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 /// What one worker saw.
