@@ -5,12 +5,16 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
+use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 use crate::helpers::{ServerProcess, spawn_app_with};
+
+/// The most headers a REST request may have, on HTTP/1 and HTTP/2 alike.
+const MAX_HEADERS: usize = 64;
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -369,6 +373,73 @@ async fn out_of_file_descriptors_rest_still_answers_and_accept_errors_are_not_a_
         server.log_text()
     );
     drop(idle);
+}
+
+/// The JSON error in an HTTP/1.1 response read off a socket.
+fn json_error_of(response: &[u8], status: u16) -> Value {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{text}"
+    );
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        body["error"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn refusals_hyper_writes_itself_are_json_and_header_limits_match_on_http1_and_http2() {
+    let app = spawn_app_with(|_| {}).await;
+    let rest: SocketAddr = app.http.trim_start_matches("http://").parse().unwrap();
+    let raw = |request: Vec<u8>| async move {
+        let mut stream = TcpStream::connect(rest).await.unwrap();
+        stream.write_all(&request).await.unwrap();
+        closed_by_server(&mut stream, Duration::from_secs(10), "a refused request").await
+    };
+
+    // Requests hyper cannot parse.
+    let malformed = raw(b"GET / HTTP/1.1\r\nHost x\r\n\r\n".to_vec()).await;
+    json_error_of(&malformed, 400);
+    let mut flood = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..1000 {
+        flood.extend_from_slice(format!("x-flood-{i}: 1\r\n").as_bytes());
+    }
+    flood.extend_from_slice(b"\r\n");
+    json_error_of(&raw(flood).await, 431);
+
+    // One header over the limit, on HTTP/1.1...
+    let mut over = app.client.get(app.url("/health"));
+    for i in 0..=MAX_HEADERS {
+        over = over.header(format!("x-extra-{i}"), "1");
+    }
+    let response = over.send().await.unwrap();
+    assert_eq!(response.status(), 431);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "request_header_fields_too_large", "{body}");
+
+    // ...and on HTTP/2.
+    let (client, _connection) = h2_connect(rest).await;
+    let mut ready = client.ready().await.unwrap();
+    let mut request = http::Request::get(format!("http://{rest}/health"));
+    for i in 0..=MAX_HEADERS {
+        request = request.header(format!("x-extra-{i}"), "1");
+    }
+    let (response, _) = ready.send_request(request.body(()).unwrap(), true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 431);
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["error"], "request_header_fields_too_large", "{body}");
 }
 
 /// Not a test: the RSS figures of issue #10 for a release binary. Run with
