@@ -319,12 +319,11 @@ async fn extra_connections_wait_for_a_free_slot_and_are_then_served() {
     .expect("the waiting client is served")
     .unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    for hog in &hogs {
-        assert!(
-            already_closed(hog),
-            "the extra connection was served while both slots were taken"
-        );
-    }
+    // The client took the slot of a hog the server had closed.
+    assert!(
+        hogs.iter().any(already_closed),
+        "the extra connection was served while both slots were taken"
+    );
 }
 
 #[tokio::test]
