@@ -179,11 +179,41 @@ pub struct Config {
     #[arg(long, env = "JWKS_RATE_BURST", value_parser = bounds::rate_burst, global = true)]
     pub rate_burst: Option<u32>,
 
-    /// How long a REST request (headers and body) may take to arrive and be
-    /// answered before it gets 408; slow clients do not hold connections forever
-    /// (1s to 1h).
+    /// How long a request (REST: headers and body; gRPC: the whole call) may
+    /// take to arrive and be answered before it gets 408 / DEADLINE_EXCEEDED,
+    /// and how long a new connection may take to send its first request; slow
+    /// clients do not hold connections forever (1s to 1h).
     #[arg(long, env = "JWKS_REQUEST_TIMEOUT", default_value = "10s", value_parser = bounds::request_timeout, global = true)]
     pub request_timeout: Duration,
+
+    /// Connections each port (REST and gRPC) serves at once; more wait in the
+    /// listen queue until one closes [default: what the open-file limit
+    /// leaves after 64 descriptors for the rest of the process, halved, at
+    /// most 1024].
+    #[arg(long, env = "JWKS_MAX_CONNECTIONS", value_parser = bounds::max_connections, global = true)]
+    pub max_connections: Option<u32>,
+
+    /// Requests one HTTP/2 connection may have in flight at once (the
+    /// smallest RFC 9113 recommends is 100).
+    #[arg(long, env = "JWKS_MAX_STREAMS_PER_CONNECTION", default_value_t = 100, value_parser = bounds::max_streams, global = true)]
+    pub max_streams_per_connection: u32,
+
+    /// How long a connection with no request in flight stays open, on both
+    /// ports. Longer than the 60 s idle timeout of common load balancers, so
+    /// they close first. A new connection gets --request-timeout to send its
+    /// first request.
+    #[arg(long, env = "JWKS_IDLE_TIMEOUT", default_value = "2m", value_parser = bounds::idle_timeout, global = true)]
+    pub idle_timeout: Duration,
+
+    /// How often a quiet HTTP/2 connection is pinged; a peer that does not
+    /// answer within --keepalive-timeout is disconnected (a half-open
+    /// connection is found without waiting for --idle-timeout).
+    #[arg(long, env = "JWKS_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = bounds::keepalive, global = true)]
+    pub keepalive_interval: Duration,
+
+    /// How long a pinged HTTP/2 peer has to answer.
+    #[arg(long, env = "JWKS_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = bounds::keepalive, global = true)]
+    pub keepalive_timeout: Duration,
 
     /// How long shutdown waits for in-flight requests (0s to 1h).
     #[arg(long, env = "JWKS_DRAIN_TIMEOUT", default_value = "10s", value_parser = bounds::drain_timeout, global = true)]
@@ -287,6 +317,24 @@ pub mod bounds {
 
     pub fn drain_timeout(text: &str) -> Result<Duration, String> {
         duration_between(text, Duration::ZERO, HOUR)
+    }
+
+    /// `--idle-timeout`: zero would close every connection at once.
+    pub fn idle_timeout(text: &str) -> Result<Duration, String> {
+        duration_between(text, SECOND, DAY)
+    }
+
+    /// `--keepalive-interval` and `--keepalive-timeout`.
+    pub fn keepalive(text: &str) -> Result<Duration, String> {
+        duration_between(text, SECOND, HOUR)
+    }
+
+    pub fn max_connections(text: &str) -> Result<u32, String> {
+        count_between(text, 1, 1_000_000)
+    }
+
+    pub fn max_streams(text: &str) -> Result<u32, String> {
+        count_between(text, 1, 10_000)
     }
 
     pub fn keep_expired(text: &str) -> Result<usize, String> {

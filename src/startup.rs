@@ -30,7 +30,10 @@ use crate::{
     service::{Access, KeyService, StartError, StoreHealth},
     store::{KeyStore, SqlStore, StoreError, StoredKey},
     time::Timestamp,
-    transport::{grpc, http},
+    transport::{
+        connections::{self, Limits},
+        grpc, http,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -328,27 +331,16 @@ impl Application {
             stop.clone(),
         ));
 
+        let limits = connection_limits(&config);
         let http_stop = stop.clone();
-        let timeout = config.request_timeout;
-        let router = http::router(service.clone(), metrics, grpc_addr, timeout);
-        let http_server = tokio::spawn(async move {
-            http::serve(
-                http,
-                router,
-                timeout,
-                async move { http_stop.cancelled().await },
-            )
-            .await
-        });
+        let router = http::router(service.clone(), metrics, grpc_addr, config.request_timeout);
+        let http_server = tokio::spawn(http::serve(http, router, limits, async move {
+            http_stop.cancelled().await;
+        }));
         let grpc_stop = stop.clone();
-        let grpc_server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_routes(grpc_routes)
-                .serve_with_incoming_shutdown(grpc::incoming(grpc), async move {
-                    grpc_stop.cancelled().await;
-                })
-                .await
-        });
+        let grpc_server = tokio::spawn(grpc::serve(grpc, grpc_routes, limits, async move {
+            grpc_stop.cancelled().await;
+        }));
         tracing::info!(%http_addr, %grpc_addr, store = %config.store, "jwks-server listening");
 
         shutdown.await;
@@ -362,7 +354,7 @@ impl Application {
         })
         .await;
         match drained {
-            Ok((Ok(Ok(())), Ok(Ok(())))) => {
+            Ok((Ok(()), Ok(()))) => {
                 tracing::info!("stopped cleanly");
                 Ok(())
             }
@@ -429,6 +421,37 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a panic without a message)")
+}
+
+/// The connection limits of both ports, from the settings and the open-file
+/// limit (read, and raised to its hard value, here).
+fn connection_limits(config: &Config) -> Limits {
+    let open_files = connections::open_file_limit();
+    let max_connections = config.max_connections.map_or_else(
+        || connections::default_max_connections(open_files),
+        |max| usize::try_from(max).unwrap_or(usize::MAX),
+    );
+    let needed = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(connections::RESERVED_DESCRIPTORS);
+    if needed > open_files {
+        tracing::warn!(
+            max_connections,
+            open_files,
+            "--max-connections on both ports can use more descriptors than the open-file limit \
+             allows; accepts will fail (and back off) before the cap is reached"
+        );
+    }
+    tracing::info!(max_connections, open_files, "connection limits");
+    Limits {
+        max_connections,
+        max_streams: config.max_streams_per_connection,
+        request_timeout: config.request_timeout,
+        idle_timeout: config.idle_timeout,
+        keepalive_interval: config.keepalive_interval,
+        keepalive_timeout: config.keepalive_timeout,
+    }
 }
 
 /// The background loop: runs the rotation schedule and reloads keys every

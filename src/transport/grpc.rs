@@ -1,11 +1,22 @@
 //! The tonic adapter: `jwks.v1.KeyService`, server reflection (v1 and
 //! v1alpha, so old and new grpcurl both work) and the standard health service.
 //! Conversions to and from the domain live here, as does the one mapping of
-//! domain errors to gRPC status codes.
+//! domain errors to gRPC status codes. [`serve`] puts every service behind the
+//! shared connection limits, one message size limit and the request timeout.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
-use tonic::{Code, Request, Response, Status, service::Routes, transport::server::Connected};
+use hyper::{body::Incoming, http};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::{Code, Request, Response, Status, service::Routes, transport::server::TcpConnectInfo};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -19,12 +30,13 @@ use crate::{
     },
     service::{Health, IssuedToken, KeyService, TokenRequest},
     time::Timestamp,
+    transport::connections::{self, Limits},
 };
 
 /// The fully qualified service name health and reflection report.
 pub const SERVICE_NAME: &str = "jwks.v1.KeyService";
 
-/// Largest request message accepted (a token request is tiny).
+/// Largest request message any service accepts (a token request is tiny).
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// Reports this server's state through `grpc.health.v1.Health`.
@@ -66,7 +78,7 @@ pub async fn routes(service: KeyService, metrics: Arc<Metrics>) -> (HealthHandle
         KeyServiceServer::new(GrpcKeyService { service, metrics })
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     )
-    .add_service(health_service);
+    .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES));
     // Reflection is a debugging aid: if it cannot be built, serve without it.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -74,11 +86,13 @@ pub async fn routes(service: KeyService, metrics: Arc<Metrics>) -> (HealthHandle
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     match reflection().build_v1() {
-        Ok(v1) => routes = routes.add_service(v1),
+        Ok(v1) => routes = routes.add_service(v1.max_decoding_message_size(MAX_REQUEST_BYTES)),
         Err(err) => tracing::error!(error = %err, "gRPC reflection v1 unavailable"),
     }
     match reflection().build_v1alpha() {
-        Ok(v1alpha) => routes = routes.add_service(v1alpha),
+        Ok(v1alpha) => {
+            routes = routes.add_service(v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES));
+        }
         Err(err) => tracing::error!(error = %err, "gRPC reflection v1alpha unavailable"),
     }
     (handle, routes)
@@ -312,15 +326,7 @@ pub fn code_name(code: Code) -> &'static str {
 /// Without them h2 copies frames up to 1 KiB and sends headers, data and
 /// trailers in one write (profiled with callgrind and strace: about 3 µs of
 /// kernel time per RPC saved).
-pub struct CoalescingStream(tokio::net::TcpStream);
-
-impl tonic::transport::server::Connected for CoalescingStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        Connected::connect_info(&self.0)
-    }
-}
+pub struct CoalescingStream(TcpStream);
 
 impl tokio::io::AsyncRead for CoalescingStream {
     fn poll_read(
@@ -360,16 +366,109 @@ impl tokio::io::AsyncWrite for CoalescingStream {
     }
 }
 
-/// The accepted connections of `listener`, with TCP_NODELAY, as
-/// [`CoalescingStream`]s.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<CoalescingStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        accepted.map(|stream| {
-            let _ = stream.set_nodelay(true);
-            CoalescingStream(stream)
+/// Serves `routes` on `listener` (HTTP/2 only, as gRPC is) under `limits`
+/// until `shutdown` resolves, then waits for open connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let local_addr = listener.local_addr().ok();
+    let builder = limits.builder().http2_only();
+    let make_service = move |peer: SocketAddr| WithDeadline {
+        routes: routes.clone(),
+        timeout: limits.request_timeout,
+        connect_info: TcpConnectInfo {
+            local_addr,
+            remote_addr: Some(peer),
+        },
+    };
+    connections::serve(
+        listener,
+        limits,
+        builder,
+        CoalescingStream,
+        make_service,
+        shutdown,
+    )
+    .await;
+}
+
+/// Every call, to any service, with the peer address tonic's
+/// `Request::remote_addr` reads, and a deadline: the request timeout, or the
+/// client's `grpc-timeout` when that is shorter. A call still unanswered then
+/// (a message that never finishes arriving, say) ends with
+/// DEADLINE_EXCEEDED, and whatever it held is freed.
+#[derive(Clone)]
+struct WithDeadline {
+    routes: Routes,
+    timeout: Duration,
+    connect_info: TcpConnectInfo,
+}
+
+impl tower::Service<http::Request<Incoming>> for WithDeadline {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<http::Request<Incoming>>::poll_ready(&mut self.routes, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Incoming>) -> Self::Future {
+        let timeout =
+            grpc_timeout(request.headers()).map_or(self.timeout, |asked| asked.min(self.timeout));
+        request.extensions_mut().insert(self.connect_info.clone());
+        let call = self.routes.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(response) => response,
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "the call did not complete within {timeout:?}"
+                ))
+                .into_http()),
+            }
         })
+    }
+}
+
+/// The `grpc-timeout` a client set: up to eight digits and a unit, H, M, S,
+/// m, u or n (gRPC over HTTP/2, "Requests").
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value * 3600),
+        "M" => Duration::from_secs(value * 60),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_as_the_spec_writes_them() {
+        let timeout = |text: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", http::HeaderValue::from_static(text));
+            grpc_timeout(&headers)
+        };
+        assert_eq!(timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout("99999999S"), Some(Duration::from_secs(99_999_999)));
+        assert_eq!(timeout("123456789S"), None);
+        assert_eq!(timeout("S"), None);
+        assert_eq!(timeout("10x"), None);
+    }
 }

@@ -285,9 +285,17 @@ impl ServerProcess {
     /// loopback port-0 listeners, the test KEK and JSON logs, and waits until
     /// it listens.
     pub async fn spawn(env: &[(&str, &str)]) -> Self {
+        Self::spawn_program(&[env!("CARGO_BIN_EXE_jwks-server")], env).await
+    }
+
+    /// Like [`Self::spawn`], with the command line `program` instead of the
+    /// test build's binary: another build, or the binary behind a wrapper
+    /// such as `prlimit --nofile=256:256 --`.
+    pub async fn spawn_program(program: &[&str], env: &[(&str, &str)]) -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"));
+        let mut command = tokio::process::Command::new(program[0]);
         command
+            .args(&program[1..])
             .env_clear()
             .envs(crate::helpers::passthrough_env())
             .env("JWKS_KEK", TEST_KEK)

@@ -84,6 +84,13 @@ async fn every_bounded_setting_refuses_an_out_of_range_value_with_one_line_and_e
         ("--request-timeout", "0s"),
         ("--request-timeout", "100y"),
         ("--drain-timeout", "100y"),
+        ("--max-connections", "0"),
+        ("--max-streams-per-connection", "0"),
+        ("--max-streams-per-connection", "1000000"),
+        ("--idle-timeout", "0s"),
+        ("--idle-timeout", "100y"),
+        ("--keepalive-interval", "0s"),
+        ("--keepalive-timeout", "100y"),
     ] {
         // `keys list` ends by itself should a value be accepted.
         let output = run(binary(dir.path())
