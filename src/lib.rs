@@ -7,9 +7,12 @@
 //!
 //! - [`config`]: the clap settings; every flag has a `JWKS_*` variable.
 //! - [`startup`]: the only module that wires store, service and listeners.
-//! - [`service`]: [`service::KeyService`], the domain both transports call.
-//! - [`keys`]: key states, the pure rotation policy, the key ring, crypto, sealing.
-//! - [`store`]: the [`store::KeyStore`] trait and its SQLite/PostgreSQL store.
+//! - [`service`]: [`service::KeyService`], the domain both transports call:
+//!   token issuance, the key lifecycle (with the background refresher), health.
+//! - [`keys`]: key states, the pure rotation policy, the key ring, crypto,
+//!   sealing, and where key-encryption keys come from.
+//! - [`store`]: the [`store::KeyStore`] trait, its SQLite/PostgreSQL store and
+//!   an in-memory store for tests and benchmarks.
 //! - [`transport`]: the gRPC and REST adapters; only they know tonic and axum.
 //! - [`error`]: the one domain error.
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
