@@ -10,5 +10,6 @@ mod keys;
 mod operator;
 mod ops;
 mod replicas;
+mod reporting;
 mod rest;
 mod rpc;
