@@ -8,7 +8,7 @@
 //! - [`config`]: the clap settings; every flag has a `JWKS_*` variable.
 //! - [`startup`]: the only module that wires store, service and listeners.
 //! - [`service`]: [`service::KeyService`], the domain both transports call:
-//!   token issuance, the key lifecycle (with the background refresher), health.
+//!   token issuance, the key lifecycle, the background refresher, health.
 //! - [`keys`]: key states, the pure rotation policy, the key ring, crypto,
 //!   sealing, and where key-encryption keys come from.
 //! - [`store`]: the [`store::KeyStore`] trait, its SQLite/PostgreSQL store and

@@ -4,8 +4,8 @@
 //! This file owns the handle, its shared state, and the accessors; the work
 //! is split by concern:
 //! - [`issuance`]: token requests, their checks, claims and the signature;
-//! - [`lifecycle`]: starting, rotating, reloading and unsealing keys, and the
-//!   background refresher that keeps doing it;
+//! - [`lifecycle`]: starting, rotating, reloading and unsealing keys;
+//! - [`refresher`]: the supervised background loop that keeps doing it;
 //! - [`health`]: whether the store answers and what `/health` reports.
 //!
 //! REST and gRPC hold no key or token logic; they translate to a
@@ -17,6 +17,7 @@
 mod health;
 mod issuance;
 mod lifecycle;
+mod refresher;
 #[cfg(test)]
 mod tests;
 
@@ -33,9 +34,10 @@ pub use self::{
         DEFAULT_SUBJECT, IssuedToken, MAX_AUDIENCES, MAX_CLAIM_LEN, TokenRequest, validate_request,
     },
     lifecycle::{
-        KeyFault, KeyStatus, PublishedKeyUnreadable, RefreshObserver, StartError, Unopenable,
-        UnreadableKey, open_stored,
+        KeyFault, KeyStatus, PublishedKeyUnreadable, StartError, Unopenable, UnreadableKey,
+        open_stored,
     },
+    refresher::RefreshObserver,
 };
 use crate::{
     access::{ClientRegistry, RateLimits, SecretChecks},
