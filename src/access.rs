@@ -488,8 +488,10 @@ mod tests {
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("jwks-access-{}", crate::keys::crypto::random_id()));
+        let dir = std::env::temp_dir().join(format!(
+            "jwks-access-{}",
+            crate::keys::crypto::random_id().unwrap()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -7,8 +7,8 @@ use std::{collections::HashMap, fmt::Write as _, sync::Arc};
 
 use crate::{
     config::{Config, KeysCommand},
-    keys::{KeyMeta, KeyState, policy::Trigger, state_of},
-    service::open_stored,
+    keys::{KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
+    service::{Unopenable, open_stored},
     startup::{StartupError, load_keks, open_existing_store, start_service_on_existing_store},
     store::{KeyStore, RemoveOutcome, StoreError},
     time::Timestamp,
@@ -44,7 +44,7 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                             .filter_map(|k| {
                                 open_stored(&keks, k)
                                     .err()
-                                    .map(|reason| (k.meta.kid.clone(), reason))
+                                    .map(|reason| (k.meta.kid.clone(), explain_unopenable(&reason)))
                             })
                             .collect(),
                     ),
@@ -132,6 +132,16 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                 RemoveOutcome::Refused(reason) => Err(StartupError::Refused(reason)),
             }
         }
+    }
+}
+
+/// Why a key does not open, with how to fix it when a setting can.
+fn explain_unopenable(reason: &Unopenable) -> String {
+    match reason {
+        Unopenable::Sealing(SealError::UnknownKek { .. }) => {
+            format!("{reason}; add it (JWKS_KEK / --kek-file) to open it")
+        }
+        _ => reason.to_string(),
     }
 }
 

@@ -1,7 +1,11 @@
 //! The one domain error. Transports map it exhaustively (no catch-all arm) to
-//! HTTP statuses in `transport/http.rs` and gRPC codes in `transport/grpc.rs`,
+//! HTTP statuses in `transport/http` and gRPC codes in `transport/grpc.rs`,
 //! so a new variant does not compile until both have decided what it means.
-//! Nothing here knows axum or tonic.
+//!
+//! Variants and messages speak of domain facts (a request, a client, a key);
+//! nothing here knows axum or tonic, names a flag or an environment variable,
+//! or says which door a caller came through: the edge that knows those adds
+//! how to change things.
 
 use std::fmt;
 
@@ -9,13 +13,16 @@ use std::fmt;
 pub enum Error {
     /// The caller sent a value the service cannot accept.
     #[error("{field}: {reason}")]
-    InvalidArgument { field: &'static str, reason: String },
-    /// The caller must authenticate (client credentials missing or wrong).
+    InvalidRequest { field: &'static str, reason: String },
+    /// Issuing needs client credentials, and the caller's are missing or wrong.
     #[error("{0}")]
-    Unauthenticated(String),
-    /// The caller may not have what it asked for.
-    #[error("{0}")]
-    PermissionDenied(String),
+    ClientNotAuthenticated(AuthProblem),
+    /// The caller asked for an expired token, and this server issues none.
+    #[error("expired tokens are disabled on this server")]
+    ExpiredTokensDisabled,
+    /// An authenticated client asked for an audience it may not have.
+    #[error("client {client} may not ask for audience {audience:?}")]
+    AudienceNotPermitted { client: String, audience: String },
     /// The caller asked too often; it may try again after `retry_after`.
     #[error("too many {what}; retry in {}s", retry_after.as_secs().max(1))]
     RateLimited {
@@ -37,9 +44,28 @@ pub enum Error {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Why a caller's client credentials were not accepted. An unknown client and
+/// a wrong secret are one answer, so the two cannot be told apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthProblem {
+    /// The caller presented no credentials.
+    Missing,
+    /// The client id is unknown or the secret is wrong.
+    Rejected,
+}
+
+impl fmt::Display for AuthProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Missing => "client credentials required",
+            Self::Rejected => "unknown client or wrong secret",
+        })
+    }
+}
+
 impl Error {
     pub fn invalid(field: &'static str, reason: impl fmt::Display) -> Self {
-        Self::InvalidArgument {
+        Self::InvalidRequest {
             field,
             reason: reason.to_string(),
         }
@@ -52,9 +78,9 @@ impl Error {
     /// A short, stable, machine-readable code (the `error` member of REST bodies).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidArgument { .. } => "invalid_request",
-            Self::Unauthenticated(_) => "unauthenticated",
-            Self::PermissionDenied(_) => "forbidden",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::ClientNotAuthenticated(_) => "unauthenticated",
+            Self::ExpiredTokensDisabled | Self::AudienceNotPermitted { .. } => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::NoSigningKey | Self::NoExpiredKey | Self::Busy => "unavailable",
             Self::Internal(_) => "internal",

@@ -9,16 +9,18 @@
 //! - [`config`]: the clap settings; every flag has a `JWKS_*` variable.
 //! - [`startup`]: the only module that wires store, service, listeners and the
 //!   background refresher.
-//! - [`service`]: [`service::KeyService`], the domain both transports call.
+//! - [`service`]: [`service::KeyService`], the domain both transports call:
+//!   token issuance, the key lifecycle, the background refresher, health.
 //! - [`access`]: opt-in client authentication and rate limits.
 //! - [`keys`]: key states (`mod.rs`), the pure rotation policy (`policy`), the
 //!   key ring and its rendered JWKS (`ring`), RSA and RS256 (`crypto`), and
-//!   sealing at rest (`seal`).
-//! - [`store`]: the [`store::KeyStore`] trait and its SQLite/PostgreSQL
-//!   implementation (`sql`).
+//!   sealing at rest (`seal`), and where key-encryption keys come from (`kek`).
+//! - [`store`]: the [`store::KeyStore`] trait, its SQLite/PostgreSQL
+//!   implementation (`sql`) and an in-memory store for tests and benchmarks
+//!   (`memory`).
 //! - [`transport`]: the adapters, the only code that knows tonic and axum:
 //!   `grpc` and `http` (routes and handlers in `mod.rs`, `auth_input`,
-//!   `dto`, `serve`).
+//!   `dto`); `connections`, the accept loop both ports share.
 //! - [`error`]: the one domain error.
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`telemetry`]: structured logs.

@@ -11,7 +11,7 @@ use jwks_server::{
     admin,
     config::{Cli, Command},
     process,
-    startup::Application,
+    startup::{Application, StartupError},
     telemetry,
 };
 
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
     if !matches!(cli.command, Some(Command::HashSecret))
         && let Err(err) = cli.config.check()
     {
-        eprintln!("error: {err}");
+        let _ = writeln!(std::io::stderr(), "error: {}", StartupError::from(err));
         return ExitCode::from(2);
     }
     telemetry::init(cli.config.log_format);
@@ -50,8 +50,9 @@ async fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // Reported once, on stderr, whatever the log format: the one line
+        // operators and scripts look for. A failed write loses it, never panics.
         Err(err) => {
-            tracing::error!("{err}");
             let _ = writeln!(std::io::stderr(), "jwks-server: {err}");
             ExitCode::FAILURE
         }

@@ -5,16 +5,7 @@
 //! [`Application::build`] binds the listeners (port 0 works, for tests) and
 //! [`Application::run`] serves until the given shutdown future resolves.
 
-use std::{
-    fs,
-    future::Future,
-    io::Write,
-    net::SocketAddr,
-    num::NonZeroU32,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, num::NonZeroU32, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +14,12 @@ use crate::{
     access::{ClientRegistry, ClientsError, RateLimits},
     config::{Config, StoreUrl},
     keys::{
-        policy::{PolicyError, Trigger},
-        seal::{Kek, KekRing, SealError},
+        kek::{self, KekError, KekSources, WhenNoneGiven},
+        policy::{PolicyError, Setting},
+        seal::{KekRing, SealError},
     },
     metrics::Metrics,
-    service::{Access, KeyService, StartError, StoreHealth},
+    service::{Access, Health, KeyService, RefreshObserver, StartError, Unopenable},
     store::{KeyStore, SqlStore, StoreError, StoredKey},
     time::Timestamp,
     transport::{
@@ -38,29 +30,13 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error(transparent)]
+    #[error("{}", explain_policy(.0))]
     Policy(#[from] PolicyError),
-    #[error("key-encryption key: {0}")]
-    Kek(#[from] SealError),
-    #[error("key-encryption key file {path}: {source}")]
-    KekFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "a {0} store needs a key-encryption key shared by every replica: set JWKS_KEK or JWKS_KEK_FILE"
-    )]
-    KekRequired(&'static str),
-    #[error(
-        "the store holds keys sealed by key-encryption key {kek_ids}, but no KEK is configured and \
-         {path} (the KEK file a SQLite store uses then) does not exist; restore that file from \
-         the backup made with the database, or give the KEK the keys were sealed with in JWKS_KEK \
-         or JWKS_KEK_FILE. No new KEK was generated: it could open none of these keys"
-    )]
-    KekMissing { kek_ids: String, path: PathBuf },
+    #[error("{}", explain_kek(.0))]
+    Kek(#[from] KekError),
     #[error("cannot open the key store {url}: {source}")]
     Store { url: String, source: StoreError },
-    #[error(transparent)]
+    #[error("{}", explain_start(.0))]
     Service(#[from] StartError),
     #[error(transparent)]
     Clients(#[from] ClientsError),
@@ -76,108 +52,103 @@ pub enum StartupError {
     Refused(String),
 }
 
-/// Resolves the configured KEKs for a store holding `stored`. With none
-/// configured, a SQLite store uses the KEK file beside its database
-/// (`PATH.kek`), generated (once, mode 0600) only while the store holds no
-/// key: a new KEK could open none of the keys already sealed.
+/// Resolves the configured KEKs for a store holding `stored` (see
+/// [`kek::provision`]): `--kek`, then `--kek-file`; with neither, a SQLite
+/// store uses the KEK file beside its database (`PATH.kek`), generated only
+/// while the store holds no key.
 pub fn load_keks(config: &Config, stored: &[StoredKey]) -> Result<KekRing, StartupError> {
-    let mut keks = Vec::new();
-    for text in &config.kek {
-        keks.push(Kek::from_base64(text.expose())?);
-    }
-    if let Some(path) = &config.kek_file {
-        keks.extend(read_kek_file(path)?);
-    }
-    if keks.is_empty() {
-        match &config.store {
-            StoreUrl::Sqlite { path, .. } => keks.push(default_kek(path, stored)?),
-            StoreUrl::Postgres(_) => return Err(StartupError::KekRequired("PostgreSQL")),
-        }
-    }
-    Ok(KekRing::new(keks)?)
-}
-
-fn read_kek_file(path: &Path) -> Result<Vec<Kek>, StartupError> {
-    let text = fs::read_to_string(path).map_err(|source| StartupError::KekFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    warn_if_others_can_read(path);
-    let keks = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(Kek::from_base64)
-        .collect::<Result<Vec<_>, _>>()?;
-    if keks.is_empty() {
-        return Err(StartupError::Kek(SealError::NoKek));
-    }
-    Ok(keks)
-}
-
-/// A KEK file that group or others can read is a warning, not a refusal:
-/// secret mounts (Kubernetes' default mode is 0644) are often readable by a
-/// container's only user, and refusing would take the service down over it.
-fn warn_if_others_can_read(path: &Path) {
-    #[cfg(unix)]
-    if let Ok(meta) = fs::metadata(path) {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                mode = %format!("{mode:04o}"),
-                "key-encryption key file is readable by group or others: anyone who can read \
-                 it and the store has every private key; make it private (chmod 600)"
-            );
-        }
-    }
-}
-
-fn default_kek(db_path: &Path, stored: &[StoredKey]) -> Result<Kek, StartupError> {
-    let mut kek_path = db_path.as_os_str().to_owned();
-    kek_path.push(".kek");
-    let kek_path = PathBuf::from(kek_path);
-    let file_error = |source| StartupError::KekFile {
-        path: kek_path.clone(),
-        source,
+    let sources = KekSources {
+        texts: config.kek.iter().map(|k| k.expose()).collect(),
+        file: config.kek_file.as_deref(),
+        when_none_given: match &config.store {
+            StoreUrl::Sqlite { path, .. } => WhenNoneGiven::UseFileBeside(path),
+            StoreUrl::Postgres(_) => WhenNoneGiven::Refuse("PostgreSQL"),
+        },
     };
-    if kek_path.exists() {
-        let mut keks = read_kek_file(&kek_path)?;
-        return Ok(keks.remove(0));
+    let provisioned = kek::provision(&sources, stored)?;
+    if let Some(path) = provisioned.generated {
+        tracing::warn!(
+            path = %path.display(),
+            "no key-encryption key configured: generated one beside the store. Keep it secret, \
+             back it up with the database, and set JWKS_KEK or JWKS_KEK_FILE in production"
+        );
     }
-    if !stored.is_empty() {
-        let mut sealed_by: Vec<&str> = stored.iter().map(|k| k.sealed.kek_id.as_str()).collect();
-        sealed_by.sort_unstable();
-        sealed_by.dedup();
-        return Err(StartupError::KekMissing {
-            kek_ids: sealed_by.join(", "),
-            path: kek_path,
-        });
-    }
-    let (kek, text) = Kek::generate()?;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = match options.open(&kek_path) {
-        Ok(file) => file,
-        // Another process starting on the same new store wrote it first.
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut keks = read_kek_file(&kek_path)?;
-            return Ok(keks.remove(0));
+    Ok(provisioned.keks)
+}
+
+/// A settings rule broken, in the operator's words: the flags that set it.
+fn explain_policy(err: &PolicyError) -> String {
+    match err {
+        PolicyError::PublishAhead { needed, actual } => {
+            let (needed, actual) = (show(*needed), show(*actual));
+            format!(
+                "rule broken: a new key must be published at least --jwks-max-age + \
+                 --reload-every ({needed}) before it signs, but --publish-ahead is {actual}; use \
+                 --publish-ahead {needed} or more, or lower --jwks-max-age / --reload-every"
+            )
         }
-        Err(err) => return Err(file_error(err)),
-    };
-    file.write_all(format!("{text}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(file_error)?;
-    tracing::warn!(
-        path = %kek_path.display(),
-        "no key-encryption key configured: generated one beside the store. Keep it secret, back it \
-         up with the database, and set JWKS_KEK or JWKS_KEK_FILE in production"
-    );
-    Ok(kek)
+        PolicyError::RetainAfter { needed, actual } => {
+            let (needed, actual) = (show(*needed), show(*actual));
+            format!(
+                "rule broken: a key must stay published for --token-ttl + --jwks-max-age + \
+                 --clock-skew ({needed}) after it stops signing, but --retain-after is {actual}; \
+                 use --retain-after {needed} or more, or lower --token-ttl / --jwks-max-age / \
+                 --clock-skew"
+            )
+        }
+        PolicyError::TooShort(setting) => {
+            let flag = match setting {
+                Setting::TokenTtl => "token-ttl",
+                Setting::RotateEvery => "rotate-every",
+                Setting::ReloadEvery => "reload-every",
+            };
+            format!("--{flag} must be at least 1s")
+        }
+        PolicyError::KeepExpired => {
+            "--keep-expired must be at least 1, so `expired=true` always has a key".to_owned()
+        }
+    }
+}
+
+fn show(d: std::time::Duration) -> String {
+    crate::keys::policy::show(d)
+}
+
+/// How to supply a KEK: the settings that carry one.
+const KEK_SETTINGS: &str = "JWKS_KEK or JWKS_KEK_FILE";
+
+/// A KEK problem, with the settings that fix it.
+fn explain_kek(err: &KekError) -> String {
+    match err {
+        KekError::Required { .. } => format!("{err}: set {KEK_SETTINGS}"),
+        KekError::Missing { .. } => format!(
+            "{err}; restore that file from the backup made with the database, or give the KEK \
+             the keys were sealed with in {KEK_SETTINGS}. No new KEK was generated: it could \
+             open none of these keys"
+        ),
+        KekError::Invalid(_) | KekError::File { .. } => err.to_string(),
+    }
+}
+
+/// A start that failed on a key, with what the operator can do about it.
+fn explain_start(err: &StartError) -> String {
+    match err {
+        StartError::Unreadable(unreadable) => {
+            let kid = &unreadable.kid;
+            let supply = match &unreadable.reason {
+                Unopenable::Sealing(SealError::UnknownKek { .. }) => {
+                    "add the KEK it was sealed with (--kek / JWKS_KEK, or --kek-file / JWKS_KEK_FILE)"
+                        .to_owned()
+                }
+                _ => "give the KEK it was sealed with".to_owned(),
+            };
+            format!(
+                "{err}; {supply}, or remove it with `jwks-server keys remove {kid} --force` \
+                 (tokens it signed then stop verifying)"
+            )
+        }
+        StartError::Store(_) | StartError::Keys(_) => err.to_string(),
+    }
 }
 
 /// Opens the configured store, creating it if needed (the server).
@@ -324,11 +295,13 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let (health, grpc_routes) = grpc::routes(service.clone(), metrics.clone()).await;
 
-        let refresher = tokio::spawn(supervise_refresher(
-            service.clone(),
-            health.clone(),
-            metrics.clone(),
+        let refresher = tokio::spawn(service.clone().run_refresher(
+            RefreshReport {
+                health: health.clone(),
+                metrics: metrics.clone(),
+            },
             stop.clone(),
+            Timestamp::now,
         ));
 
         let limits = connection_limits(&config);
@@ -369,58 +342,22 @@ impl Application {
     }
 }
 
-/// Keeps the key refresher running. If it panics or ends while the server is
-/// not stopping, health reports it (degraded while a key signs), the restart
-/// is counted, and a new refresher starts after a backoff: 1 s, doubling up
-/// to a minute, back to 1 s once a refresher has lived longer than that.
-async fn supervise_refresher(
-    service: KeyService,
+/// What the background refresher reports to: gRPC health and the restart
+/// count in metrics.
+struct RefreshReport {
     health: grpc::HealthHandle,
     metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-    const MAX_BACKOFF: Duration = Duration::from_secs(60);
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        service.faults().refresher_started(Timestamp::now());
-        let started = tokio::time::Instant::now();
-        let outcome =
-            tokio::spawn(refresh_keys(service.clone(), health.clone(), stop.clone())).await;
-        if stop.is_cancelled() {
-            return;
-        }
-        let reason = match outcome {
-            Ok(()) => "the key refresher ended".to_owned(),
-            Err(err) if err.is_panic() => {
-                let payload = err.into_panic();
-                format!("the key refresher panicked: {}", panic_message(&*payload))
-            }
-            Err(err) => format!("the key refresher was cancelled: {err}"),
-        };
-        if started.elapsed() > MAX_BACKOFF {
-            backoff = FIRST_BACKOFF;
-        }
-        tracing::error!(%reason, restart_in = ?backoff, "key refresher died; restarting it");
-        service.faults().refresher_died(Timestamp::now(), reason);
-        // The dead refresher kept gRPC health current; do it until the next one runs.
-        health.update(&service.health(Timestamp::now())).await;
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        metrics.refresher_restarted();
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
 }
 
-/// The text a panic was raised with, when it was text.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(a panic without a message)")
+#[async_trait::async_trait]
+impl RefreshObserver for RefreshReport {
+    async fn health_changed(&self, health: &Health) {
+        self.health.update(health).await;
+    }
+
+    fn refresher_restarted(&self) {
+        self.metrics.refresher_restarted();
+    }
 }
 
 /// The connection limits of both ports, from the settings and the open-file
@@ -451,43 +388,5 @@ fn connection_limits(config: &Config) -> Limits {
         idle_timeout: config.idle_timeout,
         keepalive_interval: config.keepalive_interval,
         keepalive_timeout: config.keepalive_timeout,
-    }
-}
-
-/// The background loop: runs the rotation schedule and reloads keys every
-/// --reload-every (sooner when the key set is due to change), keeping gRPC
-/// health in step with whether this replica can sign.
-async fn refresh_keys(service: KeyService, health: grpc::HealthHandle, stop: CancellationToken) {
-    let reload_every = service.policy().reload_every;
-    let mut failed = false;
-    loop {
-        let now = Timestamp::now();
-        // After a failure, wait a whole interval: a due rotation that cannot
-        // reach the store must not turn into a tight retry loop.
-        let wait = if failed {
-            reload_every
-        } else {
-            reload_every
-                .min(now.until(service.next_deadline()))
-                .max(Duration::from_millis(200))
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        let now = Timestamp::now();
-        let result = service.rotate(Trigger::Schedule, now).await;
-        failed = result.is_err();
-        if let Err(err) = result {
-            if service.health(now).store == StoreHealth::Reachable {
-                tracing::warn!(error = %err.chain(), "key refresh failed; keeping the keys held");
-            } else {
-                // The outage itself was logged once, when it began.
-                tracing::debug!(error = %err.chain(), "key refresh failed; store unreachable");
-            }
-        }
-        health.update(&service.health(Timestamp::now())).await;
-        service.forget_idle_callers();
-        service.faults().refreshed(Timestamp::now());
     }
 }

@@ -28,6 +28,8 @@ pub enum CryptoError {
     Rejected,
     #[error("RSA signing failed")]
     Sign,
+    #[error("the system random number generator failed")]
+    Random,
 }
 
 /// The public half of a key as published in the JWKS (RFC 7517).
@@ -145,13 +147,15 @@ pub fn thumbprint(n: &str, e: &str) -> String {
 }
 
 /// 128 random bits, base64url: unique `jti`s without coordination between replicas.
-pub fn random_id() -> String {
+///
+/// # Errors
+///
+/// [`CryptoError::Random`] when the system RNG fails: an id that is not
+/// random (all zeros) would repeat, so none is made.
+pub fn random_id() -> Result<String, CryptoError> {
     let mut bytes = [0u8; 16];
-    // The system RNG failing is not something a request can recover from; an
-    // all-zero id would still be a valid (if non-unique) string, so fall back
-    // rather than panic.
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    B64.encode(bytes)
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CryptoError::Random)?;
+    Ok(B64.encode(bytes))
 }
 
 #[cfg(test)]
@@ -197,7 +201,7 @@ mod tests {
 
     #[test]
     fn random_ids_differ() {
-        assert_ne!(random_id(), random_id());
-        assert_eq!(random_id().len(), 22);
+        assert_ne!(random_id().unwrap(), random_id().unwrap());
+        assert_eq!(random_id().unwrap().len(), 22);
     }
 }

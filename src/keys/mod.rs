@@ -1,11 +1,14 @@
 //! Signing keys and their life: named states derived from each key's times,
-//! the pure rotation policy, the in-memory key ring, and the crypto underneath.
+//! the pure rotation policy, the in-memory key ring, and the crypto underneath:
+//! generating, sealing and unsealing keys, and where key-encryption keys come
+//! from (`kek.rs`).
 //!
-//! Nothing here does I/O. The store persists [`KeyMeta`] plus a sealed private
+//! Nothing here but `kek.rs` (KEK files) does I/O. The store persists [`KeyMeta`] plus a sealed private
 //! key; the service loads them into a [`ring::KeyRing`] and asks
 //! [`policy::plan_rotation`] what to create next.
 
 pub mod crypto;
+pub mod kek;
 pub mod policy;
 pub mod ring;
 pub mod seal;

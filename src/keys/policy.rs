@@ -40,27 +40,53 @@ pub struct Policy {
     pub keep_expired: usize,
 }
 
+/// A policy that breaks a rule, in the policy's own words. The edge that
+/// knows which setting sets each duration names it (see `startup`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
     #[error(
-        "rule broken: a new key must be published at least --jwks-max-age + --reload-every \
-         ({needed}) before it signs, but --publish-ahead is {actual}; use --publish-ahead {needed} \
-         or more, or lower --jwks-max-age / --reload-every"
+        "rule broken: a new key must be published at least the JWKS cache lifetime + the reload \
+         interval ({}) before it signs, but it is published {} ahead",
+        show(*needed),
+        show(*actual)
     )]
-    PublishAhead { needed: String, actual: String },
+    PublishAhead { needed: Duration, actual: Duration },
     #[error(
-        "rule broken: a key must stay published for --token-ttl + --jwks-max-age + --clock-skew \
-         ({needed}) after it stops signing, but --retain-after is {actual}; use --retain-after \
-         {needed} or more, or lower --token-ttl / --jwks-max-age / --clock-skew"
+        "rule broken: a key must stay published for the token lifetime + the JWKS cache lifetime \
+         + the clock skew ({}) after it stops signing, but it stays {}",
+        show(*needed),
+        show(*actual)
     )]
-    RetainAfter { needed: String, actual: String },
-    #[error("--{0} must be at least 1s")]
-    TooShort(&'static str),
-    #[error("--keep-expired must be at least 1, so `expired=true` always has a key")]
+    RetainAfter { needed: Duration, actual: Duration },
+    #[error("the {0} must be at least 1s")]
+    TooShort(Setting),
+    #[error("at least one expired key must be kept, so `expired=true` always has a key")]
     KeepExpired,
 }
 
-fn show(d: Duration) -> String {
+/// The policy durations that have a floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// [`Policy::token_ttl`].
+    TokenTtl,
+    /// [`Policy::rotate_every`].
+    RotateEvery,
+    /// [`Policy::reload_every`].
+    ReloadEvery,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TokenTtl => "token lifetime",
+            Self::RotateEvery => "signing period of a key",
+            Self::ReloadEvery => "reload interval",
+        })
+    }
+}
+
+/// A duration as settings are written (`1h 30m`).
+pub fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
@@ -111,9 +137,9 @@ impl Policy {
 
     pub fn validate(&self) -> Result<(), PolicyError> {
         for (name, value) in [
-            ("token-ttl", self.token_ttl),
-            ("rotate-every", self.rotate_every),
-            ("reload-every", self.reload_every),
+            (Setting::TokenTtl, self.token_ttl),
+            (Setting::RotateEvery, self.rotate_every),
+            (Setting::ReloadEvery, self.reload_every),
         ] {
             if value < Duration::from_secs(1) {
                 return Err(PolicyError::TooShort(name));
@@ -124,14 +150,14 @@ impl Policy {
         }
         if self.publish_ahead < self.min_publish_ahead() {
             return Err(PolicyError::PublishAhead {
-                needed: show(self.min_publish_ahead()),
-                actual: show(self.publish_ahead),
+                needed: self.min_publish_ahead(),
+                actual: self.publish_ahead,
             });
         }
         if self.retain_after < self.min_retain_after() {
             return Err(PolicyError::RetainAfter {
-                needed: show(self.min_retain_after()),
-                actual: show(self.retain_after),
+                needed: self.min_retain_after(),
+                actual: self.retain_after,
             });
         }
         Ok(())
@@ -533,6 +559,9 @@ mod tests {
 
         let mut p = policy();
         p.rotate_every = Duration::ZERO;
-        assert_eq!(p.validate(), Err(PolicyError::TooShort("rotate-every")));
+        assert_eq!(
+            p.validate(),
+            Err(PolicyError::TooShort(Setting::RotateEvery))
+        );
     }
 }

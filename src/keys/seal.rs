@@ -4,7 +4,8 @@
 //! sealed it, so KEKs can be rotated: a [`KekRing`] holds several, seals with the
 //! first and opens with whichever a row names. The `kid` is the AEAD's associated
 //! data, so a sealed key copied onto another row fails to open instead of
-//! impersonating it. Where KEKs come from (flags, files) is configuration's job.
+//! impersonating it. Where KEKs come from (settings, files, the default one
+//! beside a SQLite store) is `kek.rs`'s job; which flag names them, the edge's.
 
 use std::fmt;
 
@@ -26,10 +27,7 @@ pub enum SealError {
     DuplicateKek(String),
     #[error("no key-encryption key configured")]
     NoKek,
-    #[error(
-        "key {kid} was sealed by key-encryption key {kek_id}, which is not configured; \
-         add it (JWKS_KEK / --kek-file) to open it"
-    )]
+    #[error("key {kid} was sealed by key-encryption key {kek_id}, which is not configured")]
     UnknownKek { kid: String, kek_id: String },
     #[error("key {kid} does not open with key-encryption key {kek_id}: wrong KEK or tampered row")]
     Open { kid: String, kek_id: String },

@@ -7,10 +7,14 @@
 //! decision is re-made and applied atomically, under a lock, so exactly one
 //! process fills each rotation slot.
 
+pub mod memory;
 mod sql;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use memory::{MemoryStore, StoreFailure};
 pub use sql::{SqlStore, redact};
 
 use crate::keys::{KeyMeta, policy::Plan, seal::SealedKey};
@@ -73,9 +77,12 @@ pub enum StoreError {
     #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     #[error("store unreachable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
+    /// The store did not answer in time: as good as unreachable.
+    #[error("store unreachable: no answer within {}s", .0.as_secs())]
+    Timeout(Duration),
     #[error("store query failed: {0}")]
-    Query(#[source] sqlx::Error),
+    Query(#[source] BoxError),
     #[error("store schema migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
@@ -88,6 +95,17 @@ pub enum StoreError {
     Reseal(#[from] crate::keys::seal::SealError),
 }
 
+/// The cause under a store error, whichever implementation raised it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// The store could not be reached (or did not answer): the keys held in
+    /// memory keep serving, and health says the store is away.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match err {
@@ -95,8 +113,8 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
-            other => StoreError::Query(other),
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(err)),
+            other => StoreError::Query(Box::new(other)),
         }
     }
 }

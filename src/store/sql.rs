@@ -143,10 +143,14 @@ impl SqlStore {
     ) -> Result<(), StoreError> {
         match self.dialect {
             Dialect::Sqlite => {
-                sqlx::query("UPDATE rotation_lock SET locked_at = $1 WHERE id = 1")
-                    .bind(Timestamp::now().unix())
-                    .execute(&mut **tx)
-                    .await?;
+                // Any write takes SQLite's lock; the time is the database's
+                // own (for people reading the table), so the store reads no clock.
+                sqlx::query(
+                    "UPDATE rotation_lock SET locked_at = CAST(strftime('%s', 'now') AS INTEGER) \
+                     WHERE id = 1",
+                )
+                .execute(&mut **tx)
+                .await?;
             }
             Dialect::Postgres => {
                 // Selecting from the (void) function keeps the row decodable by `Any`.

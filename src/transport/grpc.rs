@@ -21,7 +21,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     access::{Caller, Credentials},
-    error::Error,
+    error::{AuthProblem, Error},
     keys::crypto::PublicJwk,
     metrics::{Door, JwksOutcome, Metrics},
     proto::{
@@ -268,9 +268,19 @@ impl From<IssuedToken> for IssueTokenResponse {
 /// variant must be decided here.
 fn to_status(err: Error) -> Status {
     match err {
-        Error::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
-        Error::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
-        Error::PermissionDenied(_) => Status::permission_denied(err.to_string()),
+        Error::InvalidRequest { .. } => Status::invalid_argument(err.to_string()),
+        Error::ClientNotAuthenticated(AuthProblem::Missing) => Status::unauthenticated(format!(
+            "{err}: metadata authorization (Basic client_id:client_secret), or x-client-id and \
+             x-client-secret"
+        )),
+        Error::ClientNotAuthenticated(AuthProblem::Rejected) => {
+            Status::unauthenticated(err.to_string())
+        }
+        // The domain says what is so; the operator's way to change it is a flag.
+        Error::ExpiredTokensDisabled => Status::permission_denied(format!(
+            "{err}; start it with --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow them"
+        )),
+        Error::AudienceNotPermitted { .. } => Status::permission_denied(err.to_string()),
         Error::RateLimited { .. } => {
             with_retry_after(Status::resource_exhausted(err.to_string()), &err)
         }

@@ -12,5 +12,6 @@ mod keys;
 mod operator;
 mod ops;
 mod replicas;
+mod reporting;
 mod rest;
 mod rpc;

@@ -25,7 +25,7 @@ use utoipa::OpenApi;
 
 use crate::{
     access::Caller,
-    error::Error,
+    error::{AuthProblem, Error},
     metrics::{Door, JwksOutcome, Metrics},
     service::{IssuedToken, KeyService, StoreHealth},
     time::Timestamp,
@@ -168,9 +168,11 @@ impl IntoResponse for ApiError {
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let status = match &err {
-            Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::ClientNotAuthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::ExpiredTokensDisabled | Error::AudienceNotPermitted { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoSigningKey | Error::NoExpiredKey | Error::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -180,9 +182,22 @@ impl From<Error> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let api = Self::new(status, err.code(), err.client_message());
+        // The domain says what is so; this door adds how a caller or an
+        // operator changes it, in the words (flags, fields) it knows.
+        let detail = match &err {
+            Error::ExpiredTokensDisabled => format!(
+                "{err}; start it with --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow \
+                 them"
+            ),
+            Error::ClientNotAuthenticated(AuthProblem::Missing) => format!(
+                "{err}: HTTP Basic (client_id:client_secret), or form or JSON fields client_id \
+                 and client_secret"
+            ),
+            _ => err.client_message(),
+        };
+        let api = Self::new(status, err.code(), detail);
         match &err {
-            Error::Unauthenticated(_) => api.with_header(
+            Error::ClientNotAuthenticated(_) => api.with_header(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"jwks-server\", charset=\"UTF-8\""),
             ),

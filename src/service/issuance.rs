@@ -1,0 +1,365 @@
+//! Token issuance: what a caller may ask for ([`TokenRequest`] and its
+//! checks), who may ask (client authentication and rate limits, through the
+//! `Access` bundle), the claims, and the one RSA signature per token.
+//!
+//! Which key signs is the key ring's decision (see `lifecycle`); how a request
+//! arrives and how errors are shown to callers are the transports'.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+
+use super::KeyService;
+use crate::{
+    access::{AddressGroup, AuthFailure, Caller, CheckRefused, Client, ClientRegistry},
+    error::{AuthProblem, Error},
+    keys::{crypto::random_id, policy::Policy},
+    time::Timestamp,
+};
+
+/// Limits on caller-supplied claim values.
+pub const MAX_CLAIM_LEN: usize = 256;
+pub const MAX_AUDIENCES: usize = 16;
+/// The `sub` of a token whose caller named nobody.
+pub const DEFAULT_SUBJECT: &str = "anonymous";
+
+/// What a caller asks for; the same whichever transport it came through.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Sign with an expired key and put `exp` in the past.
+    pub expired: bool,
+    /// The `sub` claim; [`DEFAULT_SUBJECT`] when absent.
+    pub subject: Option<String>,
+    /// The `aud` claim; omitted when empty.
+    pub audience: Vec<String>,
+    /// Lifetime in seconds; the policy's `token_ttl` when absent.
+    pub lifetime_seconds: Option<i64>,
+}
+
+/// A signed token and what a caller needs to know about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub token: String,
+    pub kid: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// Seconds from issue until `exp`; negative for an expired token.
+    pub expires_in: i64,
+}
+
+impl IssuedToken {
+    pub const TOKEN_TYPE: &'static str = "Bearer";
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<Audience<'a>>,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: &'a str,
+}
+
+impl KeyService {
+    /// Issues a token for `caller`: validation, access checks (client
+    /// authentication and rate limits, when configured), claims, and one RSA
+    /// signature.
+    ///
+    /// # Errors
+    ///
+    /// A request the policy refuses ([`Error::InvalidRequest`]), a caller
+    /// access refuses, no key to sign with, or an internal fault (the RNG or
+    /// the signature failed).
+    pub async fn issue_token(
+        &self,
+        request: &TokenRequest,
+        caller: &Caller,
+        now: Timestamp,
+    ) -> Result<IssuedToken, Error> {
+        let lifetime = self.check_request(request)?;
+        let access = &self.inner.access;
+        if request.expired && !access.allow_expired {
+            return Err(Error::ExpiredTokensDisabled);
+        }
+        let (subject, audience, limit_key) = match &access.clients {
+            None => {
+                let subject = request
+                    .subject
+                    .clone()
+                    .or_else(|| caller.credentials.as_ref().map(|c| c.id.clone()))
+                    .unwrap_or_else(|| DEFAULT_SUBJECT.to_owned());
+                check_claim("subject", &subject)?;
+                let key = caller.addr.map(|addr| AddressGroup::from(addr).to_string());
+                (subject, request.audience.clone(), key)
+            }
+            Some(registry) => {
+                let client = self.authenticate(registry, caller).await?;
+                let audience = permitted_audience(&client, &request.audience)?;
+                (client.id.clone(), audience, Some(client.id.clone()))
+            }
+        };
+        if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
+            limits.check(&key).map_err(|retry_after| {
+                let err = Error::RateLimited {
+                    what: "tokens requested",
+                    retry_after,
+                };
+                log_refusal(caller, &err);
+                err
+            })?;
+        }
+        self.sign(&subject, &audience, lifetime, request.expired, now)
+    }
+
+    /// Validates what the caller asked for; returns the token lifetime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] naming the field that is wrong.
+    pub fn check_request(&self, request: &TokenRequest) -> Result<Duration, Error> {
+        validate_request(request, &self.inner.policy)
+    }
+
+    /// Checks the caller's credentials against the registered clients, off the
+    /// async workers unless the answer is already known (argon2 is slow on
+    /// purpose).
+    async fn authenticate(
+        &self,
+        registry: &Arc<ClientRegistry>,
+        caller: &Caller,
+    ) -> Result<Client, Error> {
+        let unauthenticated = |failure: AuthFailure| {
+            log_auth_failure(caller, &failure);
+            Error::ClientNotAuthenticated(match failure {
+                AuthFailure::Missing => AuthProblem::Missing,
+                AuthFailure::UnknownClient | AuthFailure::WrongSecret => AuthProblem::Rejected,
+            })
+        };
+        if let Some(answer) = registry.check_cached(caller.credentials.as_ref()) {
+            return answer.cloned().map_err(unauthenticated);
+        }
+        // argon2 takes ~19 MiB and tens of milliseconds per check: admitted
+        // per core, per address and through a bounded queue, on a blocking
+        // thread, so a flood of wrong secrets never stalls other requests.
+        let _permit = self
+            .inner
+            .access
+            .secret_checks
+            .admit(caller.addr)
+            .await
+            .map_err(|refused| {
+                let err = match refused {
+                    CheckRefused::AddressOverBudget(retry_after) => Error::RateLimited {
+                        what: "client authentication attempts from this address",
+                        retry_after,
+                    },
+                    CheckRefused::Busy => Error::Busy,
+                };
+                log_refusal(caller, &err);
+                err
+            })?;
+        let credentials = caller.credentials.clone();
+        let registry = Arc::clone(registry);
+        tokio::task::spawn_blocking(move || registry.authenticate(credentials.as_ref()).cloned())
+            .await
+            .map_err(Error::internal)?
+            .map_err(unauthenticated)
+    }
+
+    /// Builds the claims and signs them: the one RSA signature per token.
+    fn sign(
+        &self,
+        subject: &str,
+        audience: &[String],
+        lifetime: Duration,
+        expired: bool,
+        now: Timestamp,
+    ) -> Result<IssuedToken, Error> {
+        let ring = self.inner.ring.load();
+        let (key, issued_at, expires_at) = if expired {
+            // The last token this key could have signed: it expired when the
+            // key retired, at least the retention period ago.
+            let key = ring.expired_signer(now).ok_or(Error::NoExpiredKey)?;
+            let expires_at = key.meta.retires_at.min(now);
+            (key, expires_at - lifetime, expires_at)
+        } else {
+            let key = ring.signer(now).ok_or(Error::NoSigningKey)?;
+            (key, now, now + lifetime)
+        };
+
+        // A failing RNG is a fault, never a `jti` that repeats.
+        let jti = random_id().map_err(Error::internal)?;
+        let claims = Claims {
+            iss: &self.inner.issuer,
+            sub: subject,
+            aud: match audience {
+                [] => None,
+                [one] => Some(Audience::One(one)),
+                many => Some(Audience::Many(many)),
+            },
+            iat: issued_at.unix(),
+            nbf: issued_at.unix(),
+            exp: expires_at.unix(),
+            jti: &jti,
+        };
+        let claims_json = serde_json::to_vec(&claims).map_err(Error::internal)?;
+        let token = key.key.sign_jwt(&claims_json).map_err(Error::internal)?;
+        Ok(IssuedToken {
+            token,
+            kid: key.meta.kid.clone(),
+            issued_at,
+            expires_at,
+            expires_in: expires_at.unix() - now.unix(),
+        })
+    }
+}
+
+/// The audience an authenticated client gets: what it asked for, if its
+/// registration allows all of it (a client registered with no audiences may
+/// ask for any), or its registered audiences when it asked for none.
+fn permitted_audience(client: &Client, asked: &[String]) -> Result<Vec<String>, Error> {
+    if asked.is_empty() {
+        return Ok(client.audiences.clone());
+    }
+    if let Some(denied) = asked
+        .iter()
+        .find(|aud| !client.audiences.is_empty() && !client.audiences.contains(aud))
+    {
+        return Err(Error::AudienceNotPermitted {
+            client: client.id.clone(),
+            audience: denied.clone(),
+        });
+    }
+    Ok(asked.to_vec())
+}
+
+/// The client id a caller presented, bounded and with hidden characters
+/// escaped: it is the caller's text, not ours, so it may not shape the line.
+fn client_id_for_log(caller: &Caller) -> Option<String> {
+    caller
+        .credentials
+        .as_ref()
+        .map(|c| crate::text::for_log(&c.id, 64))
+}
+
+fn peer_for_log(caller: &Caller) -> String {
+    caller
+        .addr
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string())
+}
+
+/// Operators see who failed and from where (never the secret); the client
+/// only ever hears "unknown client or wrong secret".
+fn log_auth_failure(caller: &Caller, failure: &AuthFailure) {
+    let client_id = client_id_for_log(caller);
+    let peer = peer_for_log(caller);
+    match failure {
+        AuthFailure::Missing => {
+            tracing::info!(peer, "client authentication failed: no credentials");
+        }
+        AuthFailure::UnknownClient => tracing::warn!(
+            client_id,
+            peer,
+            reason = "unknown client",
+            "client authentication failed"
+        ),
+        AuthFailure::WrongSecret => tracing::warn!(
+            client_id,
+            peer,
+            reason = "wrong secret",
+            "client authentication failed"
+        ),
+    }
+}
+
+/// A 429 or a full secret-check queue, with who was refused and from where.
+fn log_refusal(caller: &Caller, err: &Error) {
+    let refusal = match err {
+        Error::Busy => "request refused, secret checks queue full",
+        _ => "request rate limited",
+    };
+    tracing::warn!(
+        client_id = client_id_for_log(caller),
+        peer = peer_for_log(caller),
+        retry_after_secs = err.retry_after_secs(),
+        "{refusal}: {err}"
+    );
+}
+
+/// Validates a token request against the policy; returns the token lifetime.
+/// Pure, so it is unit-tested and fuzzed directly.
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`] naming the field that is wrong and why.
+pub fn validate_request(request: &TokenRequest, policy: &Policy) -> Result<Duration, Error> {
+    let max = policy.token_ttl.as_secs();
+    let lifetime = match request.lifetime_seconds {
+        None => policy.token_ttl,
+        Some(secs) => match u64::try_from(secs) {
+            Ok(s) if (1..=max).contains(&s) => Duration::from_secs(s),
+            _ => {
+                return Err(Error::invalid(
+                    "lifetime_seconds",
+                    format!(
+                        "must be between 1 and {max} (the server's maximum token lifetime), \
+                         got {secs}"
+                    ),
+                ));
+            }
+        },
+    };
+    if let Some(subject) = &request.subject {
+        check_claim("subject", subject)?;
+    }
+    if request.audience.len() > MAX_AUDIENCES {
+        return Err(Error::invalid(
+            "audience",
+            format!(
+                "at most {MAX_AUDIENCES} values, got {}",
+                request.audience.len()
+            ),
+        ));
+    }
+    for (index, aud) in request.audience.iter().enumerate() {
+        check_claim("audience", aud).map_err(|err| match err {
+            Error::InvalidRequest { field, reason } if request.audience.len() > 1 => {
+                Error::invalid(
+                    field,
+                    format!(
+                        "value {} of {}: {reason}",
+                        index + 1,
+                        request.audience.len()
+                    ),
+                )
+            }
+            other => other,
+        })?;
+    }
+    Ok(lifetime)
+}
+
+fn check_claim(field: &'static str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > MAX_CLAIM_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_CLAIM_LEN} characters"),
+        ));
+    }
+    // Controls, and the invisible and direction-changing characters that
+    // would make a claim display as something else (see `crate::text`).
+    crate::text::check_visible(value).map_err(|hidden| Error::invalid(field, hidden))
+}

@@ -1,0 +1,369 @@
+//! Key lifecycle: starting the service over a store, rotating (the policy
+//! plans, the store applies under its lock), reloading, unsealing and
+//! installing keys in the ring, and the stored keys that do not open.
+//!
+//! The policy itself is `keys::policy` (pure); persistence is the store's;
+//! whether the store answers is `health`'s; running all of this on a
+//! schedule, and surviving its failures, is `refresher`'s.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, MutexGuard},
+};
+
+use zeroize::Zeroize;
+
+use super::{Access, KeyService};
+use crate::{
+    error::Error,
+    keys::{
+        KeyMeta, KeyState,
+        crypto::{CryptoError, SigningKey},
+        policy::{Policy, Trigger, plan_rotation},
+        ring::{KeyRing, LoadedKey},
+        seal::{KekRing, SealError, SealedKey},
+    },
+    store::{KeyStore, NewKeyMaterial, Planner, RotateOutcome, StoreError, StoredKey},
+    time::Timestamp,
+};
+
+/// How often a rotation re-plans when the plan, re-made under the store's
+/// lock, wants more keys than were generated for it.
+const ROTATE_ATTEMPTS: usize = 3;
+
+/// One key as the operator listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub meta: KeyMeta,
+    pub state: KeyState,
+}
+
+/// A stored key this process cannot open: its row is damaged, or it was
+/// sealed by a KEK this process was not given. An expired one is skipped
+/// (reported in the log, `jwks_keys_unreadable` and `keys list`); a published
+/// one stops the load, since verifiers may hold tokens it signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableKey {
+    pub meta: KeyMeta,
+    /// Why it does not open.
+    pub reason: String,
+    /// The row as read, so a changed row is tried again.
+    sealed: SealedKey,
+}
+
+/// Why a stored key's private half does not open.
+#[derive(Debug, thiserror::Error)]
+pub enum Unopenable {
+    /// No configured KEK opens it (unknown KEK, or a damaged row).
+    #[error(transparent)]
+    Sealing(#[from] SealError),
+    /// It unseals, but not to a private key.
+    #[error("the unsealed private key does not parse: {0}")]
+    NotAKey(CryptoError),
+    /// It unseals to a key other than the one its row names: a row copied
+    /// over another (the `kid` is the sealing's associated data, so this
+    /// takes a KEK that sealed both).
+    #[error("it unseals to a different key ({found})")]
+    OtherKey { found: String },
+}
+
+/// A published key that does not open: the load cannot go on without it.
+#[derive(Debug, thiserror::Error)]
+#[error("published key {kid} cannot be opened ({reason})")]
+pub struct PublishedKeyUnreadable {
+    pub kid: String,
+    pub reason: Unopenable,
+}
+
+/// Faults of the key lifecycle that are facts about keys and the store, not
+/// a caller's doing: clients hear "internal", operators get these.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFault {
+    /// Each time the plan was re-made under the store's lock it wanted more
+    /// keys than had been generated: other processes kept rotating.
+    #[error("the rotation plan kept changing under the store lock ({attempts} attempts)")]
+    PlanKeptChanging { attempts: usize },
+    #[error(transparent)]
+    PublishedKeyUnreadable(#[from] PublishedKeyUnreadable),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A published key does not open, so serving would strand its tokens.
+    #[error("cannot load or create signing keys: {0}")]
+    Unreadable(PublishedKeyUnreadable),
+    #[error("cannot load or create signing keys: {0}")]
+    Keys(String),
+}
+
+/// Opens a stored key's private half: unseal it, parse it, and check it is
+/// the key its row names.
+///
+/// # Errors
+///
+/// Why it does not open ([`Unopenable`]), for logs and `keys list`.
+pub fn open_stored(keks: &KekRing, stored: &StoredKey) -> Result<SigningKey, Unopenable> {
+    let kid = &stored.meta.kid;
+    let mut der = keks.open(kid, &stored.sealed)?;
+    let key = SigningKey::from_pkcs8_der(&der);
+    der.zeroize();
+    let key = key.map_err(Unopenable::NotAKey)?;
+    if key.kid() != kid {
+        return Err(Unopenable::OtherKey {
+            found: key.kid().to_owned(),
+        });
+    }
+    Ok(key)
+}
+
+impl KeyService {
+    /// Loads the keys (creating the first ones in an empty store), ready to serve.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read, a published key does not open (a wrong or
+    /// missing KEK: nothing new is written then), or the first keys cannot
+    /// be created.
+    pub async fn start(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        policy: Policy,
+        issuer: String,
+        access: Access,
+        now: Timestamp,
+    ) -> Result<Self, StartError> {
+        let service = Self::new(store, keks, policy, issuer, access, now);
+        // Open every stored key first, so a wrong or missing KEK stops the
+        // start-up before anything new is written.
+        let stored = service.inner.store.load().await?;
+        service
+            .install(stored, now)
+            .map_err(StartError::Unreadable)?;
+        service
+            .rotate(Trigger::Schedule, now)
+            .await
+            .map_err(|e| StartError::Keys(e.chain()))?;
+        Ok(service)
+    }
+
+    /// Expired keys in the store that this process cannot open (skipped).
+    pub fn unreadable_keys(&self) -> Vec<UnreadableKey> {
+        let mut keys: Vec<UnreadableKey> = self.lock_unreadable().values().cloned().collect();
+        keys.sort_by(|a, b| KeyMeta::newest_first(&a.meta, &b.meta));
+        keys
+    }
+
+    fn lock_unreadable(&self) -> MutexGuard<'_, HashMap<String, UnreadableKey>> {
+        match self.inner.unreadable.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Every held key with its state at `now`, newest first.
+    pub fn key_statuses(&self, now: Timestamp) -> Vec<KeyStatus> {
+        let ring = self.inner.ring.load();
+        ring.keys()
+            .iter()
+            .map(|k| KeyStatus {
+                meta: k.meta.clone(),
+                state: ring.state_of(&k.meta, now),
+            })
+            .collect()
+    }
+
+    /// When the schedule next wants a key created.
+    pub fn next_rotation(&self) -> Option<Timestamp> {
+        let ring = self.inner.ring.load();
+        let metas: Vec<KeyMeta> = ring.keys().iter().map(|k| k.meta.clone()).collect();
+        crate::keys::policy::next_rotation_at(&metas, &self.inner.policy)
+    }
+
+    /// When the background loop should next look at the store, at the latest:
+    /// the next scheduled rotation or key-set change.
+    pub fn next_deadline(&self) -> Timestamp {
+        self.inner.ring.load().jwks().next_change
+    }
+
+    /// Runs the rotation policy against the store and reloads. Returns the keys
+    /// this call created (none when another process got there first, or when
+    /// nothing was due).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be reached or refuses the write (recorded as a
+    /// failing rotation), key generation fails, or a published key does not open.
+    pub async fn rotate(&self, trigger: Trigger, now: Timestamp) -> Result<Vec<KeyMeta>, Error> {
+        let policy = self.inner.policy.clone();
+        let planner = move |keys: &[KeyMeta]| plan_rotation(keys, now, &policy, trigger);
+
+        let stored = self.store_call(now, self.inner.store.load()).await?;
+        let metas: Vec<KeyMeta> = stored.iter().map(|k| k.meta.clone()).collect();
+        let plan = planner(&metas);
+        if plan.is_empty() {
+            // Nothing (left) to write: any earlier failed write is moot.
+            self.inner.faults.rotation_succeeded();
+            self.install(stored, now).map_err(unreadable)?;
+            return Ok(Vec::new());
+        }
+        let written = self.write_keys(&planner, plan.create.len(), now).await;
+        match &written {
+            Ok(_) => self.inner.faults.rotation_succeeded(),
+            // The cause says it (e.g. "store query failed: … database or disk
+            // is full"); the whole chain repeats each level's message.
+            Err(err) => self.inner.faults.rotation_failed(
+                now,
+                std::error::Error::source(err).map_or_else(|| err.to_string(), ToString::to_string),
+            ),
+        }
+        let created = written?;
+        self.reload(now).await?;
+        Ok(created)
+    }
+
+    /// Generates `count` keys and applies the plan in the store. The plan is
+    /// re-made under the store's lock; if it then wants more keys than we
+    /// generated (another process changed the store), retry.
+    async fn write_keys(
+        &self,
+        planner: &Planner<'_>,
+        mut count: usize,
+        now: Timestamp,
+    ) -> Result<Vec<KeyMeta>, Error> {
+        for _attempt in 0..ROTATE_ATTEMPTS {
+            let fresh = self.generate(count).await?;
+            match self
+                .store_call(now, self.inner.store.rotate(planner, fresh))
+                .await?
+            {
+                RotateOutcome::Applied { created, pruned } => {
+                    for key in &created {
+                        tracing::info!(kid = %key.kid, generation = key.generation,
+                            activates_at = %key.activates_at, expires_at = %key.expires_at,
+                            "created signing key");
+                    }
+                    if !pruned.is_empty() {
+                        tracing::info!(count = pruned.len(), "pruned old expired keys");
+                    }
+                    return Ok(created);
+                }
+                RotateOutcome::NeedKeys(n) => count = n,
+            }
+        }
+        Err(Error::internal(KeyFault::PlanKeptChanging {
+            attempts: ROTATE_ATTEMPTS,
+        }))
+    }
+
+    /// Generates and seals `count` keys on a blocking thread (RSA key
+    /// generation would stall an async worker for tens of milliseconds).
+    async fn generate(&self, count: usize) -> Result<Vec<NewKeyMaterial>, Error> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            (0..count)
+                .map(|_| {
+                    let key = SigningKey::generate().map_err(Error::internal)?;
+                    let mut der = key.to_pkcs8_der().map_err(Error::internal)?;
+                    let sealed = inner.keks.seal(key.kid(), &der).map_err(Error::internal);
+                    der.zeroize();
+                    Ok(NewKeyMaterial {
+                        kid: key.kid().to_owned(),
+                        n: key.jwk().n.clone(),
+                        e: key.jwk().e.clone(),
+                        sealed: sealed?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// Reloads the keys from the store and swaps in a new ring if they changed.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read, or a published key does not open (the ring
+    /// held is kept).
+    pub async fn reload(&self, now: Timestamp) -> Result<(), Error> {
+        let stored = self.store_call(now, self.inner.store.load()).await?;
+        self.install(stored, now).map_err(unreadable)
+    }
+
+    /// Builds a ring from stored keys, unsealing only keys not already held.
+    /// An expired key that does not open is reported once and skipped; a
+    /// published one is an error naming it.
+    fn install(
+        &self,
+        stored: Vec<StoredKey>,
+        now: Timestamp,
+    ) -> Result<(), PublishedKeyUnreadable> {
+        let current = self.inner.ring.load();
+        let mut unreadable = self.lock_unreadable();
+        let known_unreadable = |key: &StoredKey| {
+            unreadable
+                .get(&key.meta.kid)
+                .filter(|u| u.meta == key.meta && u.sealed == key.sealed)
+                .cloned()
+        };
+        let unchanged = stored.len() == current.keys().len() + unreadable.len()
+            && stored.iter().all(|s| {
+                current.get(&s.meta.kid).is_some_and(|k| k.meta == s.meta)
+                    || known_unreadable(s).is_some()
+            });
+        if unchanged && current.is_current(now) {
+            return Ok(());
+        }
+        let mut loaded = Vec::with_capacity(stored.len());
+        let mut skipped = HashMap::new();
+        for key in stored {
+            if let Some(held) = current.get(&key.meta.kid).filter(|k| k.meta == key.meta) {
+                loaded.push(Arc::clone(held));
+                continue;
+            }
+            if let Some(known) = known_unreadable(&key) {
+                skipped.insert(key.meta.kid.clone(), known);
+                continue;
+            }
+            match open_stored(&self.inner.keks, &key) {
+                Ok(signing) => loaded.push(Arc::new(LoadedKey {
+                    meta: key.meta,
+                    key: signing,
+                })),
+                Err(reason) if !key.meta.is_published(now) => {
+                    let reason = reason.to_string();
+                    tracing::warn!(kid = %key.meta.kid, generation = key.meta.generation,
+                        expired_at = %key.meta.expires_at, %reason,
+                        "expired key is unreadable; skipped (remove it with `jwks-server keys remove KID`)");
+                    skipped.insert(
+                        key.meta.kid.clone(),
+                        UnreadableKey {
+                            meta: key.meta,
+                            reason,
+                            sealed: key.sealed,
+                        },
+                    );
+                }
+                Err(reason) => {
+                    return Err(PublishedKeyUnreadable {
+                        kid: key.meta.kid,
+                        reason,
+                    });
+                }
+            }
+        }
+        *unreadable = skipped;
+        drop(unreadable);
+        self.inner
+            .ring
+            .store(Arc::new(KeyRing::new(loaded, now, &self.inner.policy)));
+        Ok(())
+    }
+}
+
+/// A published key that does not open, as the domain error callers get.
+fn unreadable(err: PublishedKeyUnreadable) -> Error {
+    Error::internal(KeyFault::from(err))
+}
