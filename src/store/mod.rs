@@ -8,10 +8,12 @@
 //! process fills each rotation slot.
 
 mod sql;
+mod url;
 
 use async_trait::async_trait;
 
-pub use sql::{SqlStore, redact};
+pub use sql::SqlStore;
+pub use url::{StoreUrl, redact};
 
 use crate::keys::{KeyMeta, policy::Plan, seal::SealedKey};
 
