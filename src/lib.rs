@@ -14,11 +14,14 @@
 //! - [`keys`]: key states (`mod.rs`), the pure rotation policy (`policy`), the
 //!   key ring and its rendered JWKS (`ring`), RSA and RS256 (`crypto`), and
 //!   sealing at rest (`seal`).
-//! - [`store`]: the [`store::KeyStore`] trait and its SQLite/PostgreSQL
-//!   implementation (`sql`).
-//! - [`transport`]: the adapters, the only code that knows tonic and axum:
-//!   `grpc` and `http` (routes and handlers in `mod.rs`, `auth_input`,
-//!   `dto`, `serve`).
+//! - [`store`]: the [`store::KeyStore`] trait, its SQLite/PostgreSQL
+//!   implementation (`sql`), and [`store::StoreUrl`] with its redaction (`url`).
+//! - [`transport`]: the adapters, the only code that knows tonic and axum;
+//!   the doors never import each other. `grpc` (the service, conversions,
+//!   error -> status with details; `observe` the per-call layer, `serve` the
+//!   listener) and `http` (`router`, `error`, the `observe` and `explain`
+//!   layers, `handlers/` one file per concern, `openapi`, `auth_input`, `dto`,
+//!   `serve`).
 //! - [`error`]: the one domain error.
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`telemetry`]: structured logs.

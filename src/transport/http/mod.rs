@@ -6,14 +6,14 @@
 //!
 //! Every error is JSON: `{"error": "<code>", "detail": "<what to do>"}`.
 //!
-//! - [`router`]: the routes and the layers around them.
-//! - [`error`]: [`ApiError`], the one mapping of domain errors to HTTP.
-//! - [`observe`]: one log line and one latency sample per request.
-//! - [`explain`]: a JSON body for the bodiless answers of lower layers (405, 408).
-//! - [`handlers`]: one file per concern (service, keys, tokens, discovery, operations).
-//! - [`openapi`]: [`ApiDoc`], the OpenAPI description generated from the handlers.
-//! - [`auth_input`]: reading `POST /auth` into a domain request; [`dto`]: the JSON shapes.
-//! - [`serve`]: the listener, hyper's limits and its own refusals.
+//! - `router`: the routes and the layers around them.
+//! - `error`: [`ApiError`], the one mapping of domain errors to HTTP.
+//! - `observe`: one log line and one latency sample per request.
+//! - `explain`: a JSON body for the bodiless answers of lower layers (405, 408).
+//! - `handlers`: one file per concern (service, keys, tokens, discovery, operations).
+//! - `openapi`: [`ApiDoc`], the OpenAPI description generated from the handlers.
+//! - `auth_input`: reading `POST /auth` into a domain request; `dto`: the JSON shapes.
+//! - `serve`: the listener, hyper's limits and its own refusals.
 
 mod auth_input;
 mod dto;
