@@ -45,7 +45,8 @@ pub struct AuthBody {
     /// Client credentials, when the server requires them (or use HTTP Basic,
     /// but not both).
     client_id: Option<String>,
-    /// A secret: zeroized on drop, and never printed (not even by `Debug`).
+    // A secrecy type: zeroized on drop, and never printed (not even by
+    // `Debug`). A plain comment, so the OpenAPI document stays as it was.
     #[schema(value_type = Option<String>)]
     client_secret: Option<SecretString>,
 }
