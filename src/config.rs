@@ -1,12 +1,16 @@
 //! Configuration: one clap struct whose doc comments are `--help`. Every
 //! setting is a flag with a `JWKS_*` environment variable and a default.
-//! Secrets (KEKs, a store URL's password) have types that will not print them.
+//! Secrets (KEKs, a store URL's password) are `secrecy` types: never printed,
+//! zeroized on drop.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::keys::policy::{Policy, PolicyError};
+/// Where `--store` points; the type lives with the store (see [`crate::store::StoreUrl`]).
+pub use crate::store::StoreUrl;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -382,80 +386,21 @@ pub mod bounds {
     }
 }
 
-/// A secret string: prints as `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A secret setting (a KEK): held by `secrecy`, so it is zeroized on drop
+/// and its `Debug` never shows it.
+#[derive(Clone, Debug)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+        self.0.expose_secret()
     }
 }
 
 impl FromStr for Secret {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-/// Which store, and where. Prints without a password.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    Sqlite { url: String, path: PathBuf },
-    Postgres(Secret),
-}
-
-impl StoreUrl {
-    pub fn connection_string(&self) -> &str {
-        match self {
-            Self::Sqlite { url, .. } => url,
-            Self::Postgres(secret) => secret.expose(),
-        }
-    }
-}
-
-impl fmt::Debug for StoreUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for StoreUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sqlite { url, .. } => f.write_str(url),
-            Self::Postgres(secret) => f.write_str(&crate::store::redact(secret.expose())),
-        }
-    }
-}
-
-impl FromStr for StoreUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(rest) = s
-            .strip_prefix("sqlite://")
-            .or_else(|| s.strip_prefix("sqlite:"))
-        {
-            let path = rest.split('?').next().unwrap_or_default();
-            if path.is_empty() {
-                return Err("a sqlite store needs a file path, e.g. sqlite://jwks.db".to_owned());
-            }
-            Ok(Self::Sqlite {
-                url: s.to_owned(),
-                path: PathBuf::from(path),
-            })
-        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Ok(Self::Postgres(Secret(s.to_owned())))
-        } else {
-            Err("unknown store scheme: use sqlite://PATH or postgres://USER@HOST/DB".to_owned())
-        }
+        Ok(Self(SecretString::from(s)))
     }
 }
 

@@ -16,11 +16,14 @@
 //!   key ring and its rendered JWKS (`ring`), RSA and RS256 (`crypto`), and
 //!   sealing at rest (`seal`), and where key-encryption keys come from (`kek`).
 //! - [`store`]: the [`store::KeyStore`] trait, its SQLite/PostgreSQL
-//!   implementation (`sql`) and an in-memory store for tests and benchmarks
-//!   (`memory`).
-//! - [`transport`]: the adapters, the only code that knows tonic and axum:
-//!   `grpc` and `http` (routes and handlers in `mod.rs`, `auth_input`,
-//!   `dto`); `connections`, the accept loop both ports share.
+//!   implementation (`sql`), an in-memory store for tests and benchmarks
+//!   (`memory`), and [`store::StoreUrl`] with its redaction (`url`).
+//! - [`transport`]: the adapters, the only code that knows tonic and axum;
+//!   the doors never import each other. `connections` is the accept loop both
+//!   ports share; `grpc` (the service, conversions, error -> status with
+//!   details; `observe` the per-call layer, `serve` the listener) and `http`
+//!   (`router`, `error`, the `observe` and `explain` layers, `handlers/` one
+//!   file per concern, `openapi`, `auth_input`, `dto`, `serve`).
 //! - [`error`]: the one domain error.
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
 //! - [`telemetry`]: structured logs.

@@ -9,13 +9,15 @@
 
 pub mod memory;
 mod sql;
+mod url;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use memory::{MemoryStore, StoreFailure};
-pub use sql::{SqlStore, redact};
+pub use sql::SqlStore;
+pub use url::{StoreUrl, redact};
 
 use crate::keys::{KeyMeta, policy::Plan, seal::SealedKey};
 

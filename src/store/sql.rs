@@ -13,7 +13,7 @@ use sqlx::{
 
 use super::{
     KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, RotateOutcome,
-    StoreError, StoredKey,
+    StoreError, StoredKey, redact,
 };
 use crate::{keys::KeyMeta, keys::seal::SealedKey, time::Timestamp};
 
@@ -182,25 +182,6 @@ async fn sqlite_session(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// The URL without its password, for logs and errors.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {
     let time = |col: &str| row.try_get::<i64, _>(col).map(Timestamp::from_unix);
     Ok(StoredKey {
@@ -336,20 +317,5 @@ impl KeyStore for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(RemoveOutcome::Removed(target.clone()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/keys"),
-            "postgres://app:***@db:5432/keys"
-        );
-        assert_eq!(redact("postgres://app@db/keys"), "postgres://app@db/keys");
-        assert_eq!(redact("sqlite://jwks.db"), "sqlite://jwks.db");
     }
 }

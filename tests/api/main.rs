@@ -5,6 +5,7 @@
 mod connections;
 mod etag;
 mod faults;
+mod grpc_details;
 mod hardening;
 mod helpers;
 mod input;

@@ -13,6 +13,7 @@ use axum::{
     body::Bytes,
     http::{HeaderMap, StatusCode, header},
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{ApiError, MAX_BODY_BYTES};
@@ -21,7 +22,7 @@ use crate::{access::Credentials, error::Error, service::TokenRequest};
 /// What `/auth` reads from a JSON or form body. Unknown members are ignored:
 /// clients send all sorts (grant_type, scope…). Each member may appear once,
 /// and a name and its alias not together.
-#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct AuthBody {
     /// Becomes the `sub` claim.
     username: Option<String>,
@@ -44,26 +45,10 @@ pub struct AuthBody {
     /// Client credentials, when the server requires them (or use HTTP Basic,
     /// but not both).
     client_id: Option<String>,
-    client_secret: Option<String>,
-}
-
-impl std::fmt::Debug for AuthBody {
-    // Written out so a client secret can never reach a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthBody")
-            .field("username", &self.username)
-            .field("audience", &self.audience)
-            .field("aud", &self.aud)
-            .field("lifetime_seconds", &self.lifetime_seconds)
-            .field("expires_in", &self.expires_in)
-            .field("expired", &self.expired)
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    // A secrecy type: zeroized on drop, and never printed (not even by
+    // `Debug`). A plain comment, so the OpenAPI document stays as it was.
+    #[schema(value_type = Option<String>)]
+    client_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,7 +348,14 @@ fn parse_form_body(body: &[u8]) -> Result<AuthBody, String> {
         match name.as_ref() {
             "username" => once(&mut fields.username)?,
             "client_id" => once(&mut fields.client_id)?,
-            "client_secret" => once(&mut fields.client_secret)?,
+            "client_secret" => {
+                if fields.client_secret.is_some() {
+                    return Err(format!(
+                        "{name} is given more than once in the form body; send it once"
+                    ));
+                }
+                fields.client_secret = Some(SecretString::from(value.as_ref()));
+            }
             "audience" => audience.push(value.into_owned()),
             "aud" => aud.push(value.into_owned()),
             "lifetime_seconds" => seconds(&mut fields.lifetime_seconds)?,
@@ -416,7 +408,9 @@ fn credentials(
     match (fields.client_id.take(), fields.client_secret.take()) {
         (Some(id), secret) => Ok(Some(Credentials {
             id,
-            secret: secret.unwrap_or_default(),
+            secret: secret
+                .map(|secret| secret.expose_secret().to_owned())
+                .unwrap_or_default(),
         })),
         (None, Some(_)) => Err(ApiError::bad_request(
             "client_secret is given without client_id; send both, or use HTTP Basic",
@@ -428,6 +422,17 @@ fn credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_secret_never_prints_from_either_body() {
+        let json = parse_json_body(br#"{"client_id":"a","client_secret":"hunter2"}"#).unwrap();
+        let form = parse_form_body(b"client_id=a&client_secret=hunter2").unwrap();
+        for body in [json, form] {
+            let shown = format!("{body:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("client_id: Some(\"a\")"), "{shown}");
+        }
+    }
 
     #[test]
     fn expired_accepts_the_documented_values_only() {

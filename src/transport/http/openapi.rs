@@ -1,0 +1,34 @@
+//! [`ApiDoc`]: the OpenAPI 3.1 description of the REST facade, generated from
+//! the handlers' `#[utoipa::path]` annotations and the DTOs' schemas. Served
+//! at `/openapi.json`.
+
+use utoipa::OpenApi;
+
+use super::{
+    AuthBody,
+    dto::ErrorBody,
+    handlers::{auth, discovery, jwks, operations, service},
+};
+
+/// The OpenAPI 3.1 description of the REST facade, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "jwks-server",
+        description = "Publishes RSA signing keys as a JWKS and issues RS256 JWTs. \
+                       The same operations are served over gRPC (jwks.v1.KeyService)."
+    ),
+    paths(
+        service::root,
+        service::health,
+        service::connect,
+        jwks::jwks,
+        auth::auth,
+        discovery::openid_configuration,
+        discovery::oauth_authorization_server,
+        operations::prometheus_metrics,
+        operations::openapi_json
+    ),
+    components(schemas(ErrorBody, AuthBody))
+)]
+pub struct ApiDoc;
