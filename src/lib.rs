@@ -13,7 +13,8 @@
 //! - [`transport`]: the gRPC and REST adapters; only they know tonic and axum.
 //! - [`error`]: the one domain error.
 //! - [`metrics`]: Prometheus counters, histograms and gauges.
-//! - [`access`]: opt-in client authentication and rate limits.
+//! - [`access`]: the [`access::Access`] bundle: credentials, the client
+//!   registry, the bounded secret checks and the rate limits (all opt-in).
 //! - [`admin`]: the operator subcommands.
 //! - [`text`]: which caller-supplied text may become a claim or a client id.
 

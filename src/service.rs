@@ -15,11 +15,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use zeroize::Zeroize;
 
+pub use crate::access::Access;
 use crate::{
-    access::{
-        AddressGroup, AuthFailure, Caller, CheckRefused, Client, ClientRegistry, RateLimits,
-        SecretChecks,
-    },
+    access::{AddressGroup, AuthFailure, Caller, CheckRefused, Client, ClientRegistry},
     error::Error,
     keys::{
         KeyMeta, KeyState,
@@ -138,42 +136,6 @@ struct Inner {
     access: Access,
     ring: ArcSwap<KeyRing>,
     store_health: Mutex<StoreHealth>,
-}
-
-/// Who may issue tokens and how often. The default lets anyone issue any
-/// token, as the original service did.
-#[derive(Debug)]
-pub struct Access {
-    /// Whether `expired=true` is honoured.
-    pub allow_expired: bool,
-    /// When set, issuing requires client credentials.
-    pub clients: Option<Arc<ClientRegistry>>,
-    /// When set, issuance is rate limited per client (or per address).
-    pub rate_limits: Option<RateLimits>,
-    /// Bounds the argon2 checks of secrets the cache cannot answer.
-    pub secret_checks: SecretChecks,
-}
-
-impl Access {
-    pub fn new(
-        allow_expired: bool,
-        clients: Option<Arc<ClientRegistry>>,
-        rate_limits: Option<RateLimits>,
-    ) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Self {
-            allow_expired,
-            clients,
-            rate_limits,
-            secret_checks: SecretChecks::new(cores),
-        }
-    }
-}
-
-impl Default for Access {
-    fn default() -> Self {
-        Self::new(true, None, None)
-    }
 }
 
 impl KeyService {
