@@ -386,12 +386,70 @@ mod tests {
         }
     }
 
+    /// A cheap argon2id hash of `secret` with memory `m_cost` KiB and `t_cost`
+    /// passes, so tests stay quick and parameters show.
+    fn cheap_hash(secret: &str, m_cost: u32, t_cost: u32) -> String {
+        let argon2 = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(m_cost, t_cost, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        argon2
+            .hash_password(secret.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn the_decoy_costs_what_the_costliest_client_costs() {
+        // Cost is memory x passes: (64 KiB, 4) outweighs (128 KiB, 1), though
+        // it has less memory and a smaller sum.
+        let clients = registry(&format!(
+            r#"{{"clients":[{{"id":"big","secret_hash":"{}"}},{{"id":"long","secret_hash":"{}"}}]}}"#,
+            cheap_hash("a", 128, 1),
+            cheap_hash("b", 64, 4),
+        ))
+        .unwrap();
+        let decoy = clients.decoy_hash.password_hash();
+        let params = Params::try_from(&decoy).unwrap();
+        assert_eq!((params.m_cost(), params.t_cost()), (64, 4), "{decoy}");
+    }
+
+    #[test]
+    fn the_registry_counts_its_clients_and_debug_shows_ids_not_hashes() {
+        let empty = registry(r#"{"clients":[]}"#).unwrap();
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
+
+        let hash = cheap_hash("s3cret", 64, 1);
+        let clients = registry(&format!(
+            r#"{{"clients":[{{"id":"svc","secret_hash":"{hash}"}},{{"id":"ops","secret_hash":"{hash}"}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!((clients.len(), clients.is_empty()), (2, false));
+        let shown = format!("{clients:?}");
+        assert!(shown.contains("svc") && shown.contains("ops"), "{shown}");
+        assert!(!shown.contains("argon2"), "no hash in {shown}");
+    }
+
     #[test]
     fn bad_clients_files_are_refused_with_the_reason() {
         for (json, reason) in [
             ("not json", "expected"),
             (r#"{"clients":[{"id":"a","secret_hash":"plain"}]}"#, "PHC"),
             (r#"{"clients":[{"id":"a:b","secret_hash":"x"}]}"#, "':'"),
+            (r#"{"clients":[{"id":"","secret_hash":"x"}]}"#, "non-empty"),
+            (
+                r#"{"clients":[{"id":"a","secret_hash":"$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"}]}"#,
+                "must be argon2",
+            ),
+            (
+                &format!(
+                    r#"{{"clients":[{{"id":"a","secret_hash":"{0}"}},{{"id":"a","secret_hash":"{0}"}}]}}"#,
+                    cheap_hash("s", 64, 1)
+                ),
+                "listed twice",
+            ),
             (
                 r#"{"clients":[{"id":"a","secret_hash":"x","extra":1}]}"#,
                 "unknown field",
