@@ -221,24 +221,22 @@ impl ClientRegistry {
 /// a secret against it takes what checking a real client's does.
 fn decoy_hash(clients: &HashMap<String, Client>) -> Result<PasswordHashString, ClientsError> {
     let hash_error = |e: argon2::password_hash::Error| ClientsError::Hash(e.to_string());
-    let mut costliest: Option<(u64, Argon2<'static>)> = None;
-    for client in clients.values() {
-        let hash = client.secret_hash.password_hash();
-        let (Ok(algorithm), Ok(params)) =
-            (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
-        else {
-            continue;
-        };
-        let version = hash
-            .version
-            .and_then(|v| Version::try_from(v).ok())
-            .unwrap_or_default();
-        let cost = u64::from(params.m_cost()) * u64::from(params.t_cost());
-        if costliest.as_ref().is_none_or(|(most, _)| cost > *most) {
-            costliest = Some((cost, Argon2::new(algorithm, version, params)));
-        }
-    }
-    let argon2 = costliest.map_or_else(Argon2::default, |(_, argon2)| argon2);
+    let costliest = clients
+        .values()
+        .filter_map(|client| {
+            let hash = client.secret_hash.password_hash();
+            let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+            let params = Params::try_from(&hash).ok()?;
+            let version = hash
+                .version
+                .and_then(|v| Version::try_from(v).ok())
+                .unwrap_or_default();
+            Some((algorithm, version, params))
+        })
+        .max_by_key(|(_, _, params)| u64::from(params.m_cost()) * u64::from(params.t_cost()));
+    let argon2 = costliest.map_or_else(Argon2::default, |(algorithm, version, params)| {
+        Argon2::new(algorithm, version, params)
+    });
     let mut secret = [0u8; 32];
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| ClientsError::Hash("no randomness".into()))?;
@@ -272,17 +270,11 @@ mod tests {
     use super::*;
 
     fn registry(json: &str) -> Result<ClientRegistry, ClientsError> {
-        let dir = tempfile_dir();
-        let path = dir.join("clients.json");
+        // Removed when dropped: test runs leave no clients files behind.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
         std::fs::write(&path, json).unwrap();
         ClientRegistry::load(&path)
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("jwks-access-{}", crate::keys::crypto::random_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     fn creds(id: &str, secret: &str) -> Credentials {

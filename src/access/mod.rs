@@ -41,6 +41,8 @@ pub struct Access {
 }
 
 impl Access {
+    /// The bundle from the settings; secret checks get one slot per core of
+    /// this machine.
     pub fn new(
         allow_expired: bool,
         clients: Option<Arc<ClientRegistry>>,

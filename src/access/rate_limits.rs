@@ -176,6 +176,15 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_names_no_caller() {
+        let (limits, _clock) = per_second(1, 1);
+        let _ = limits.check("192.0.2.1");
+        let shown = format!("{limits:?}");
+        assert!(shown.starts_with("RateLimits"), "{shown}");
+        assert!(!shown.contains("192.0.2.1"), "{shown}");
+    }
+
+    #[test]
     fn budgets_group_ipv6_by_64_and_read_mapped_ipv4_as_ipv4() {
         let group = |text: &str| AddressGroup::from(text.parse::<IpAddr>().unwrap()).to_string();
         assert_eq!(group("192.0.2.7"), "192.0.2.7");

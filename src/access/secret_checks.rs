@@ -115,6 +115,12 @@ impl<C: Clock> SecretChecks<C> {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        future::Future,
+        pin::pin,
+        task::{Context, Poll, Waker},
+    };
+
     use governor::clock::FakeRelativeClock;
 
     use super::*;
@@ -122,6 +128,14 @@ mod tests {
     fn with_fake_clock(cores: usize) -> (SecretChecks<FakeRelativeClock>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
         (SecretChecks::with_clock(cores, clock.clone()), clock)
+    }
+
+    /// Polls `admit` once: a full queue must refuse at once, never wait.
+    fn admit_now<C: Clock>(
+        checks: &SecretChecks<C>,
+    ) -> Poll<Result<CheckPermit<'_>, CheckRefused>> {
+        let mut admit = pin!(checks.admit(None));
+        admit.as_mut().poll(&mut Context::from_waker(Waker::noop()))
     }
 
     #[tokio::test]
@@ -164,10 +178,9 @@ mod tests {
                 admitted
             })
             .collect();
-        assert_eq!(
-            checks.admit(None).await.err(),
-            Some(CheckRefused::Busy),
-            "the queue is full"
+        assert!(
+            matches!(admit_now(&checks), Poll::Ready(Err(CheckRefused::Busy))),
+            "the queue is full, and a full queue refuses at once"
         );
         drop(waiting);
         drop(running);
@@ -202,6 +215,20 @@ mod tests {
                 "{cores} cores"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn debug_output_shows_free_cores_and_queue_places_but_no_address() {
+        let (checks, _clock) = with_fake_clock(1);
+        let permit = checks
+            .admit(Some("192.0.2.1".parse().unwrap()))
+            .await
+            .unwrap();
+        let shown = format!("{checks:?}");
+        assert!(shown.contains("running: 0"), "{shown}");
+        assert!(shown.contains("admitted: 16"), "{shown}");
+        assert!(!shown.contains("192.0.2.1"), "{shown}");
+        drop(permit);
     }
 
     #[tokio::test]
