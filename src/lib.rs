@@ -11,7 +11,8 @@
 //!   background refresher.
 //! - [`service`]: [`service::KeyService`], the domain both transports call:
 //!   token issuance, the key lifecycle, the background refresher, health.
-//! - [`access`]: opt-in client authentication and rate limits.
+//! - [`access`]: the [`access::Access`] bundle: credentials, the client
+//!   registry, the bounded secret checks and the rate limits (all opt-in).
 //! - [`keys`]: key states (`mod.rs`), the pure rotation policy (`policy`), the
 //!   key ring and its rendered JWKS (`ring`), RSA and RS256 (`crypto`), and
 //!   sealing at rest (`seal`), and where key-encryption keys come from (`kek`).

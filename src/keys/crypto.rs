@@ -200,6 +200,58 @@ mod tests {
     }
 
     #[test]
+    fn a_signed_jwt_carries_the_kid_and_claims_and_verifies_with_the_published_jwk() {
+        use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+
+        let key = SigningKey::generate().unwrap();
+        let claims = br#"{"sub":"svc","exp":2000000000}"#;
+        let token = key.sign_jwt(claims).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let [header, payload, signature] = parts[..] else {
+            panic!("not a compact JWS: {token}");
+        };
+
+        let header: serde_json::Value =
+            serde_json::from_slice(&B64.decode(header).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key.kid()})
+        );
+        assert_eq!(B64.decode(payload).unwrap(), claims);
+
+        let public = RsaPublicKeyComponents {
+            n: B64.decode(&key.jwk().n).unwrap(),
+            e: B64.decode(&key.jwk().e).unwrap(),
+        };
+        let signed = &token[..token.rfind('.').unwrap()];
+        let signature = B64.decode(signature).unwrap();
+        assert!(
+            public
+                .verify(&RSA_PKCS1_2048_8192_SHA256, signed.as_bytes(), &signature)
+                .is_ok()
+        );
+        let mut tampered = signed.to_owned();
+        tampered.push('x');
+        assert!(
+            public
+                .verify(&RSA_PKCS1_2048_8192_SHA256, tampered.as_bytes(), &signature)
+                .is_err(),
+            "the signature covers the header and claims"
+        );
+    }
+
+    #[test]
+    fn the_kid_is_the_rfc7638_thumbprint_of_the_published_jwk() {
+        let key = SigningKey::generate().unwrap();
+        assert_eq!(key.kid(), thumbprint(&key.jwk().n, &key.jwk().e));
+        assert_eq!(key.kid(), key.jwk().kid);
+        assert_eq!(
+            (key.jwk().kty, key.jwk().use_, key.jwk().alg),
+            ("RSA", "sig", "RS256")
+        );
+    }
+
+    #[test]
     fn random_ids_differ() {
         assert_ne!(random_id().unwrap(), random_id().unwrap());
         assert_eq!(random_id().unwrap().len(), 22);

@@ -168,6 +168,38 @@ mod tests {
     }
 
     #[test]
+    fn a_key_signs_from_its_activation_up_to_its_retirement_and_is_published_until_it_expires() {
+        let key = meta(1, 100, 200, 300);
+        let keys = [key.clone()];
+        assert!(!key.in_signing_window(at(99)));
+        assert!(
+            key.in_signing_window(at(100)),
+            "from the activation instant"
+        );
+        assert!(key.in_signing_window(at(199)));
+        assert!(!key.in_signing_window(at(200)), "not at retirement");
+        assert!(key.is_published(at(299)));
+        assert!(!key.is_published(at(300)), "gone at expiry");
+        assert_eq!(state_of(&key, &keys, at(99)), KeyState::Pending);
+        assert_eq!(state_of(&key, &keys, at(100)), KeyState::Active);
+        assert_eq!(state_of(&key, &keys, at(200)), KeyState::Retiring);
+        assert_eq!(state_of(&key, &keys, at(300)), KeyState::Expired);
+
+        // A key whose times are out of order never signs after it expired.
+        let odd = meta(2, 100, 400, 300);
+        assert!(!odd.in_signing_window(at(350)));
+    }
+
+    #[test]
+    fn key_states_read_as_the_names_metrics_and_admin_output_use() {
+        let names: Vec<String> = KeyState::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["pending", "active", "retiring", "expired"]);
+        for state in KeyState::ALL {
+            assert_eq!(state.to_string(), state.as_str());
+        }
+    }
+
+    #[test]
     fn the_latest_expired_key_signs_expired_tokens() {
         let keys = [meta(1, 0, 10, 20), meta(2, 10, 20, 30), meta(3, 20, 30, 40)];
         assert_eq!(latest_expired(&keys, at(35)).unwrap().kid, "k2");

@@ -544,6 +544,104 @@ mod tests {
     }
 
     #[test]
+    fn settings_at_exactly_the_minimums_are_accepted_and_a_moment_less_is_not() {
+        let one = Duration::from_secs(1);
+        let tight = Policy::new(one, one, Duration::ZERO, one, Duration::ZERO);
+        assert_eq!(
+            tight.validate(),
+            Ok(()),
+            "every rule met with nothing to spare"
+        );
+
+        let less = Duration::from_millis(999);
+        for (name, short) in [
+            (
+                Setting::TokenTtl,
+                Policy::new(less, one, Duration::ZERO, one, Duration::ZERO),
+            ),
+            (
+                Setting::RotateEvery,
+                Policy::new(one, less, Duration::ZERO, one, Duration::ZERO),
+            ),
+            (
+                Setting::ReloadEvery,
+                Policy::new(one, one, Duration::ZERO, less, Duration::ZERO),
+            ),
+        ] {
+            assert_eq!(short.validate(), Err(PolicyError::TooShort(name)));
+        }
+
+        let mut p = policy();
+        p.publish_ahead = p.min_publish_ahead() - less;
+        assert!(matches!(
+            p.validate(),
+            Err(PolicyError::PublishAhead { .. })
+        ));
+        let mut p = policy();
+        p.retain_after = p.min_retain_after() - less;
+        assert!(matches!(p.validate(), Err(PolicyError::RetainAfter { .. })));
+        let mut p = policy();
+        p.keep_expired = 0;
+        assert_eq!(p.validate(), Err(PolicyError::KeepExpired));
+    }
+
+    #[test]
+    fn the_rules_add_up_the_settings_they_name() {
+        let p = policy();
+        // Rule 1: max-age 10m + reload 10s; rule 2: ttl 15m + max-age 10m + skew 5m.
+        assert_eq!(p.min_publish_ahead(), Duration::from_secs(10 * MIN + 10));
+        assert_eq!(p.min_retain_after(), Duration::from_secs(30 * MIN));
+        assert_eq!(p.rotation_slack(), Duration::from_secs(20));
+        assert_eq!(p.key_lifetime(), Duration::from_secs(60 * MIN));
+    }
+
+    #[test]
+    fn a_plan_is_empty_only_when_it_neither_creates_nor_prunes() {
+        let new = plan_rotation(&[], at(0), &policy(), Trigger::Schedule).create;
+        assert!(Plan::default().is_empty());
+        let creates = Plan {
+            create: new,
+            prune: vec![],
+        };
+        assert!(!creates.is_empty());
+        let prunes = Plan {
+            create: vec![],
+            prune: vec!["k1".into()],
+        };
+        assert!(!prunes.is_empty());
+    }
+
+    #[test]
+    fn every_planned_key_has_an_ordered_schedule() {
+        let p = policy();
+        let mut keys = vec![];
+        for t in (0..4 * 3_600).step_by(10) {
+            let plan = plan_rotation(&keys, at(t), &p, Trigger::Schedule);
+            apply(&mut keys, plan);
+        }
+        let plan = plan_rotation(&keys, at(4 * 3_600), &p, Trigger::Operator);
+        apply(&mut keys, plan);
+        for key in &keys {
+            assert!(key.published_at <= key.activates_at, "{key:?}");
+            assert!(key.activates_at < key.retires_at, "{key:?}");
+            assert!(
+                key.expires_at - p.retain_after >= key.retires_at,
+                "published for retain_after past retiring: {key:?}"
+            );
+        }
+        // The bootstrap's expired key had a whole life behind it.
+        let mut fresh = vec![];
+        apply(
+            &mut fresh,
+            plan_rotation(&[], at(10_000), &p, Trigger::Schedule),
+        );
+        let expired = &fresh[0];
+        assert_eq!(expired.expires_at, at(9_999));
+        assert_eq!(expired.expires_at - p.key_lifetime(), expired.activates_at);
+        assert_eq!(expired.retires_at + p.retain_after, expired.expires_at);
+    }
+
+    #[test]
     fn settings_that_break_a_rule_are_refused_with_the_rule_named() {
         let mut p = policy();
         p.publish_ahead = Duration::from_secs(60);

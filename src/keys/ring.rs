@@ -195,6 +195,37 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_finds_keys_by_kid_and_names_who_signs_what() {
+        // k1 expired at 200; k2 signs 100..300; k3 is published, waiting for 300.
+        let keys = vec![
+            loaded(meta(1, 0, 100, 200)),
+            loaded(meta(2, 100, 300, 400)),
+            loaded(meta(3, 300, 400, 500)),
+        ];
+        let thumbprint_of_k2 = keys[1].key.kid().to_owned();
+        let now = Timestamp::from_unix(250);
+        let ring = KeyRing::new(keys, now, &policy());
+
+        for wanted in ["k1", "k2", "k3"] {
+            assert_eq!(ring.get(wanted).unwrap().meta.kid, wanted);
+        }
+        assert!(ring.get("k4").is_none());
+        let signer = ring.signer(now).unwrap();
+        assert_eq!(
+            (signer.meta.kid.as_str(), signer.key.kid()),
+            ("k2", thumbprint_of_k2.as_str())
+        );
+        assert_eq!(ring.expired_signer(now).unwrap().meta.kid, "k1");
+        let k3 = &ring.get("k3").unwrap().meta;
+        assert_eq!(ring.state_of(k3, now), KeyState::Pending);
+        assert!(
+            ring.signer(Timestamp::from_unix(600)).is_none(),
+            "all expired"
+        );
+        assert!(ring.expired_signer(Timestamp::from_unix(150)).is_none());
+    }
+
+    #[test]
     fn max_age_is_capped_by_the_next_change() {
         let ring = KeyRing::new(
             vec![loaded(meta(1, 0, 1000, 2000))],

@@ -39,8 +39,9 @@ pub use self::{
     },
     refresher::RefreshObserver,
 };
+/// Who may issue tokens and how often; re-exported where the service is built.
+pub use crate::access::Access;
 use crate::{
-    access::{ClientRegistry, RateLimits, SecretChecks},
     faults::Faults,
     keys::{
         policy::Policy,
@@ -68,42 +69,6 @@ struct Inner {
     /// Expired keys in the store that do not open, by kid; not in the ring.
     unreadable: Mutex<HashMap<String, UnreadableKey>>,
     faults: Faults,
-}
-
-/// Who may issue tokens and how often. The default lets anyone issue any
-/// token, as the original service did.
-#[derive(Debug)]
-pub struct Access {
-    /// Whether `expired=true` is honoured.
-    pub allow_expired: bool,
-    /// When set, issuing requires client credentials.
-    pub clients: Option<Arc<ClientRegistry>>,
-    /// When set, issuance is rate limited per client (or per address).
-    pub rate_limits: Option<RateLimits>,
-    /// Bounds the argon2 checks of secrets the cache cannot answer.
-    pub secret_checks: SecretChecks,
-}
-
-impl Access {
-    pub fn new(
-        allow_expired: bool,
-        clients: Option<Arc<ClientRegistry>>,
-        rate_limits: Option<RateLimits>,
-    ) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Self {
-            allow_expired,
-            clients,
-            rate_limits,
-            secret_checks: SecretChecks::new(cores),
-        }
-    }
-}
-
-impl Default for Access {
-    fn default() -> Self {
-        Self::new(true, None, None)
-    }
 }
 
 impl KeyService {

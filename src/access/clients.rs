@@ -1,21 +1,18 @@
-//! Who may issue tokens, and how often: opt-in client authentication (a file
-//! of client ids with argon2 secret hashes) and opt-in rate limiting.
-//!
-//! Both are off by default (anyone who can reach `/auth` gets a token, which
-//! is what teams testing their verifiers want). The service consults them for
-//! every token, whichever door the request came through.
+//! The registered clients ([`ClientRegistry`]): reading the clients file,
+//! checking a presented secret against its argon2 hash (with a decoy hash for
+//! unknown ids, so they cost what a wrong secret costs), and the cache of
+//! proven secrets kept as digests. Making a hash for the file
+//! ([`hash_secret`]) lives here too. How many checks may run, and how often,
+//! is the secret checks' and rate limits' business.
 
 use std::{
     collections::HashMap,
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    num::NonZeroU32,
     path::Path,
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use argon2::{
@@ -23,58 +20,9 @@ use argon2::{
     password_hash::{PasswordHashString, SaltString},
 };
 use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
-use governor::{
-    DefaultKeyedRateLimiter, Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
-};
 use serde::Deserialize;
-use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// Credentials a caller presented (HTTP Basic, form fields, gRPC metadata).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub id: String,
-    pub secret: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("id", &self.id)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// Reads an `Authorization` header value. `Ok(None)` for other schemes
-    /// (Bearer carries no credentials of ours); `Err` for malformed Basic.
-    pub fn from_authorization(value: &str) -> Result<Option<Self>, &'static str> {
-        use base64::{Engine, engine::general_purpose::STANDARD};
-        const MALFORMED: &str =
-            "malformed Authorization header: expected Basic base64(id:secret) or Bearer TOKEN";
-        let value = value.trim();
-        let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Ok(None);
-        }
-        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| MALFORMED)?;
-        let decoded = String::from_utf8(decoded).map_err(|_| MALFORMED)?;
-        let (id, secret) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
-        Ok((!id.is_empty()).then(|| Self {
-            id: id.to_owned(),
-            secret: secret.to_owned(),
-        }))
-    }
-}
-
-/// Who is asking, as far as the transport can tell.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Caller {
-    pub credentials: Option<Credentials>,
-    /// The peer's address, for per-address rate limits without client auth.
-    pub addr: Option<IpAddr>,
-}
+use super::credentials::Credentials;
 
 /// One registered client.
 #[derive(Clone, Debug)]
@@ -273,24 +221,22 @@ impl ClientRegistry {
 /// a secret against it takes what checking a real client's does.
 fn decoy_hash(clients: &HashMap<String, Client>) -> Result<PasswordHashString, ClientsError> {
     let hash_error = |e: argon2::password_hash::Error| ClientsError::Hash(e.to_string());
-    let mut costliest: Option<(u64, Argon2<'static>)> = None;
-    for client in clients.values() {
-        let hash = client.secret_hash.password_hash();
-        let (Ok(algorithm), Ok(params)) =
-            (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
-        else {
-            continue;
-        };
-        let version = hash
-            .version
-            .and_then(|v| Version::try_from(v).ok())
-            .unwrap_or_default();
-        let cost = u64::from(params.m_cost()) * u64::from(params.t_cost());
-        if costliest.as_ref().is_none_or(|(most, _)| cost > *most) {
-            costliest = Some((cost, Argon2::new(algorithm, version, params)));
-        }
-    }
-    let argon2 = costliest.map_or_else(Argon2::default, |(_, argon2)| argon2);
+    let costliest = clients
+        .values()
+        .filter_map(|client| {
+            let hash = client.secret_hash.password_hash();
+            let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+            let params = Params::try_from(&hash).ok()?;
+            let version = hash
+                .version
+                .and_then(|v| Version::try_from(v).ok())
+                .unwrap_or_default();
+            Some((algorithm, version, params))
+        })
+        .max_by_key(|(_, _, params)| u64::from(params.m_cost()) * u64::from(params.t_cost()));
+    let argon2 = costliest.map_or_else(Argon2::default, |(algorithm, version, params)| {
+        Argon2::new(algorithm, version, params)
+    });
     let mut secret = [0u8; 32];
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| ClientsError::Hash("no randomness".into()))?;
@@ -308,126 +254,6 @@ fn presented_digest(client: &Client, credentials: &Credentials) -> digest::Diges
     )
 }
 
-/// Guards the slow path of client authentication, where a secret the server
-/// has not seen before is checked with argon2 (tens of milliseconds and
-/// ~19 MiB each, on purpose). Legitimate clients take that path once per
-/// process; a stream of wrong secrets takes it every time, so it is bounded
-/// three ways: one check per core at a time, a short queue beyond that
-/// (callers past it are told to retry), and a budget of checks per source
-/// address ([`SecretChecks::PER_ADDRESS_BURST`], refilled at
-/// [`SecretChecks::PER_ADDRESS_PER_MINUTE`] a minute). Answers from the cache
-/// are never limited, so a proven client keeps working during a flood.
-pub struct SecretChecks {
-    running: Semaphore,
-    admitted: Semaphore,
-    per_address: RateLimits,
-}
-
-/// Why a secret check was not run.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CheckRefused {
-    /// This address has used its budget; it may try again after the wait.
-    AddressOverBudget(Duration),
-    /// The queue of checks is full (the server is under a flood).
-    Busy,
-}
-
-/// Permission to run one secret check; hold it while the check runs.
-#[derive(Debug)]
-pub struct CheckPermit<'a> {
-    _running: SemaphorePermit<'a>,
-    _admitted: SemaphorePermit<'a>,
-}
-
-impl fmt::Debug for SecretChecks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretChecks")
-            .field("running", &self.running.available_permits())
-            .field("admitted", &self.admitted.available_permits())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SecretChecks {
-    /// Uncached secret checks an address may make at once.
-    pub const PER_ADDRESS_BURST: u32 = 20;
-    /// How fast an address's budget refills.
-    pub const PER_ADDRESS_PER_MINUTE: u32 = 30;
-    /// Checks that may wait for a core, per core.
-    const QUEUE_PER_CORE: usize = 16;
-
-    pub fn new(cores: usize) -> Self {
-        let cores = cores.max(1);
-        let per_minute = NonZeroU32::new(Self::PER_ADDRESS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(Self::PER_ADDRESS_BURST).unwrap_or(NonZeroU32::MIN);
-        Self {
-            running: Semaphore::new(cores),
-            admitted: Semaphore::new(cores * (1 + Self::QUEUE_PER_CORE)),
-            per_address: RateLimits::from_quota(Quota::per_minute(per_minute).allow_burst(burst)),
-        }
-    }
-
-    /// Waits for a core to check a secret from `addr` (unknown for in-process
-    /// callers, which only the queue bounds).
-    pub async fn admit(&self, addr: Option<IpAddr>) -> Result<CheckPermit<'_>, CheckRefused> {
-        if let Some(addr) = addr {
-            self.per_address
-                .check(&AddressGroup::from(addr).to_string())
-                .map_err(CheckRefused::AddressOverBudget)?;
-        }
-        let admitted = self
-            .admitted
-            .try_acquire()
-            .map_err(|_| CheckRefused::Busy)?;
-        let running = self
-            .running
-            .acquire()
-            .await
-            .map_err(|_| CheckRefused::Busy)?;
-        Ok(CheckPermit {
-            _running: running,
-            _admitted: admitted,
-        })
-    }
-
-    /// Forgets addresses whose budgets are full again (bounded memory).
-    pub fn forget_idle(&self) {
-        self.per_address.forget_idle();
-    }
-}
-
-/// The unit a per-address budget counts: an IPv4 address, or the /64 an IPv6
-/// address is in. One IPv6 host usually holds a whole /64 (SLAAC, privacy
-/// addresses), so counting single IPv6 addresses would give each attacker
-/// 2^64 budgets. An IPv4-mapped IPv6 address (a dual-stack listener) is its
-/// IPv4 address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AddressGroup {
-    V4(Ipv4Addr),
-    /// The network address of a /64.
-    V6Net64(Ipv6Addr),
-}
-
-impl From<IpAddr> for AddressGroup {
-    fn from(addr: IpAddr) -> Self {
-        match addr.to_canonical() {
-            IpAddr::V4(v4) => Self::V4(v4),
-            IpAddr::V6(v6) => {
-                Self::V6Net64(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)))
-            }
-        }
-    }
-}
-
-impl fmt::Display for AddressGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::V4(v4) => write!(f, "{v4}"),
-            Self::V6Net64(net) => write!(f, "{net}/64"),
-        }
-    }
-}
-
 /// An argon2id PHC string for `secret`, for the clients file.
 pub fn hash_secret(secret: &str) -> Result<String, ClientsError> {
     let mut salt = [0u8; 16];
@@ -439,61 +265,16 @@ pub fn hash_secret(secret: &str) -> Result<String, ClientsError> {
         .map_err(|e| ClientsError::Hash(e.to_string()))
 }
 
-/// Per-key token buckets (a client id, or a peer address without client auth).
-pub struct RateLimits {
-    limiter: DefaultKeyedRateLimiter<String>,
-}
-
-impl fmt::Debug for RateLimits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RateLimits")
-    }
-}
-
-impl RateLimits {
-    /// `per_second` tokens a second, bursts of up to `burst`.
-    pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
-        Self::from_quota(Quota::per_second(per_second).allow_burst(burst))
-    }
-
-    fn from_quota(quota: Quota) -> Self {
-        Self {
-            limiter: RateLimiter::keyed(quota),
-        }
-    }
-
-    /// `Err(wait)` when `key` must wait before its next token.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&key.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    /// Forgets keys whose buckets are full again (bounded memory).
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn registry(json: &str) -> Result<ClientRegistry, ClientsError> {
-        let dir = tempfile_dir();
-        let path = dir.join("clients.json");
+        // Removed when dropped: test runs leave no clients files behind.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.json");
         std::fs::write(&path, json).unwrap();
         ClientRegistry::load(&path)
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "jwks-access-{}",
-            crate::keys::crypto::random_id().unwrap()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     fn creds(id: &str, secret: &str) -> Credentials {
@@ -597,34 +378,50 @@ mod tests {
         }
     }
 
-    #[test]
-    fn budgets_group_ipv6_by_64_and_read_mapped_ipv4_as_ipv4() {
-        let group = |text: &str| AddressGroup::from(text.parse::<IpAddr>().unwrap()).to_string();
-        assert_eq!(group("192.0.2.7"), "192.0.2.7");
-        assert_eq!(group("::ffff:192.0.2.7"), "192.0.2.7");
-        assert_eq!(
-            group("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
-            "2001:db8:1:2::/64"
+    /// A cheap argon2id hash of `secret` with memory `m_cost` KiB and `t_cost`
+    /// passes, so tests stay quick and parameters show.
+    fn cheap_hash(secret: &str, m_cost: u32, t_cost: u32) -> String {
+        let argon2 = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(m_cost, t_cost, 1, None).unwrap(),
         );
-        assert_eq!(group("2001:db8:1:2::1"), group("2001:db8:1:2:ffff::9"));
-        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
-        assert_eq!(group("::1"), "::/64");
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        argon2
+            .hash_password(secret.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
     }
 
-    #[tokio::test]
-    async fn one_ipv6_64_shares_one_secret_check_budget() {
-        let checks = SecretChecks::new(1);
-        for host in 0..SecretChecks::PER_ADDRESS_BURST {
-            let addr: IpAddr = format!("2001:db8::{:x}", host + 1).parse().unwrap();
-            drop(checks.admit(Some(addr)).await.unwrap());
-        }
-        let fresh_host: IpAddr = "2001:db8::ffff:1".parse().unwrap();
-        assert!(matches!(
-            checks.admit(Some(fresh_host)).await,
-            Err(CheckRefused::AddressOverBudget(_))
-        ));
-        let next_net: IpAddr = "2001:db8:0:1::1".parse().unwrap();
-        assert!(checks.admit(Some(next_net)).await.is_ok());
+    #[test]
+    fn the_decoy_costs_what_the_costliest_client_costs() {
+        // Cost is memory x passes: (64 KiB, 4) outweighs (128 KiB, 1), though
+        // it has less memory and a smaller sum.
+        let clients = registry(&format!(
+            r#"{{"clients":[{{"id":"big","secret_hash":"{}"}},{{"id":"long","secret_hash":"{}"}}]}}"#,
+            cheap_hash("a", 128, 1),
+            cheap_hash("b", 64, 4),
+        ))
+        .unwrap();
+        let decoy = clients.decoy_hash.password_hash();
+        let params = Params::try_from(&decoy).unwrap();
+        assert_eq!((params.m_cost(), params.t_cost()), (64, 4), "{decoy}");
+    }
+
+    #[test]
+    fn the_registry_counts_its_clients_and_debug_shows_ids_not_hashes() {
+        let empty = registry(r#"{"clients":[]}"#).unwrap();
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
+
+        let hash = cheap_hash("s3cret", 64, 1);
+        let clients = registry(&format!(
+            r#"{{"clients":[{{"id":"svc","secret_hash":"{hash}"}},{{"id":"ops","secret_hash":"{hash}"}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!((clients.len(), clients.is_empty()), (2, false));
+        let shown = format!("{clients:?}");
+        assert!(shown.contains("svc") && shown.contains("ops"), "{shown}");
+        assert!(!shown.contains("argon2"), "no hash in {shown}");
     }
 
     #[test]
@@ -633,6 +430,18 @@ mod tests {
             ("not json", "expected"),
             (r#"{"clients":[{"id":"a","secret_hash":"plain"}]}"#, "PHC"),
             (r#"{"clients":[{"id":"a:b","secret_hash":"x"}]}"#, "':'"),
+            (r#"{"clients":[{"id":"","secret_hash":"x"}]}"#, "non-empty"),
+            (
+                r#"{"clients":[{"id":"a","secret_hash":"$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"}]}"#,
+                "must be argon2",
+            ),
+            (
+                &format!(
+                    r#"{{"clients":[{{"id":"a","secret_hash":"{0}"}},{{"id":"a","secret_hash":"{0}"}}]}}"#,
+                    cheap_hash("s", 64, 1)
+                ),
+                "listed twice",
+            ),
             (
                 r#"{"clients":[{"id":"a","secret_hash":"x","extra":1}]}"#,
                 "unknown field",
@@ -641,79 +450,5 @@ mod tests {
             let err = registry(json).unwrap_err().to_string();
             assert!(err.contains(reason), "{json}: {err}");
         }
-    }
-
-    #[test]
-    fn basic_credentials_are_read_and_malformed_ones_refused() {
-        assert_eq!(
-            Credentials::from_authorization("Basic c3ZjOnMzY3JldA==").unwrap(),
-            Some(creds("svc", "s3cret"))
-        );
-        assert_eq!(
-            Credentials::from_authorization("basic c3Zj").unwrap(),
-            Some(creds("svc", ""))
-        );
-        assert_eq!(Credentials::from_authorization("Bearer abc").unwrap(), None);
-        assert!(Credentials::from_authorization("Basic !!!").is_err());
-        assert!(
-            Credentials::from_authorization("Basic /w==").is_err(),
-            "not UTF-8"
-        );
-    }
-
-    #[test]
-    fn credentials_debug_hides_the_secret() {
-        assert!(!format!("{:?}", creds("svc", "s3cret")).contains("s3cret"));
-    }
-
-    #[tokio::test]
-    async fn secret_checks_are_bounded_per_address_and_by_a_queue() {
-        let checks = SecretChecks::new(1);
-        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..SecretChecks::PER_ADDRESS_BURST {
-            drop(checks.admit(Some(attacker)).await.unwrap());
-        }
-        match checks.admit(Some(attacker)).await {
-            Err(CheckRefused::AddressOverBudget(wait)) => {
-                assert!(
-                    wait > Duration::ZERO && wait <= Duration::from_secs(2),
-                    "{wait:?}"
-                );
-            }
-            other => panic!("expected the address to be over budget: {other:?}"),
-        }
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        let running = checks.admit(Some(other)).await.unwrap();
-
-        // With the one core busy, callers queue up to the bound, then are refused.
-        let queue = SecretChecks::QUEUE_PER_CORE;
-        let waiting: Vec<_> = (0..queue)
-            .map(|_| {
-                let admitted = checks.admitted.try_acquire().unwrap();
-                assert!(checks.running.try_acquire().is_err(), "the core is busy");
-                admitted
-            })
-            .collect();
-        assert_eq!(
-            checks.admit(None).await.err(),
-            Some(CheckRefused::Busy),
-            "the queue is full"
-        );
-        drop(waiting);
-        drop(running);
-        assert!(checks.admit(None).await.is_ok(), "and drains");
-    }
-
-    #[test]
-    fn rate_limits_allow_a_burst_then_say_how_long_to_wait() {
-        let limits = RateLimits::new(NonZeroU32::new(1).unwrap(), NonZeroU32::new(2).unwrap());
-        assert!(limits.check("a").is_ok());
-        assert!(limits.check("a").is_ok());
-        let wait = limits.check("a").unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
-        );
-        assert!(limits.check("b").is_ok(), "keys are independent");
     }
 }

@@ -1,0 +1,100 @@
+//! What a caller presents: [`Credentials`] (a client id and secret, read from
+//! HTTP Basic, form fields or request metadata) and [`Caller`] (those, if any,
+//! plus the peer address). Parsing the `Authorization` header lives here;
+//! checking a secret is the client registry's job, and the budgets are the
+//! rate limits'.
+
+use std::{fmt, net::IpAddr};
+
+/// Credentials a caller presented (HTTP Basic, form fields, gRPC metadata).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub id: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Reads an `Authorization` header value. `Ok(None)` for other schemes
+    /// (Bearer carries no credentials of ours); `Err` for malformed Basic.
+    pub fn from_authorization(value: &str) -> Result<Option<Self>, &'static str> {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        const MALFORMED: &str =
+            "malformed Authorization header: expected Basic base64(id:secret) or Bearer TOKEN";
+        let value = value.trim();
+        let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Ok(None);
+        }
+        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| MALFORMED)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| MALFORMED)?;
+        let (id, secret) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
+        Ok((!id.is_empty()).then(|| Self {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        }))
+    }
+}
+
+/// Who is asking, as far as the transport can tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub credentials: Option<Credentials>,
+    /// The peer's address, for per-address rate limits without client auth.
+    pub addr: Option<IpAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(id: &str, secret: &str) -> Credentials {
+        Credentials {
+            id: id.into(),
+            secret: secret.into(),
+        }
+    }
+
+    #[test]
+    fn basic_credentials_are_read_and_malformed_ones_refused() {
+        assert_eq!(
+            Credentials::from_authorization("Basic c3ZjOnMzY3JldA==").unwrap(),
+            Some(creds("svc", "s3cret"))
+        );
+        assert_eq!(
+            Credentials::from_authorization("basic c3Zj").unwrap(),
+            Some(creds("svc", ""))
+        );
+        assert_eq!(Credentials::from_authorization("Bearer abc").unwrap(), None);
+        assert!(Credentials::from_authorization("Basic !!!").is_err());
+        assert!(
+            Credentials::from_authorization("Basic /w==").is_err(),
+            "not UTF-8"
+        );
+    }
+
+    #[test]
+    fn basic_credentials_without_a_client_id_name_nobody() {
+        // base64(":s3cret"): a secret with no id is no credentials at all.
+        assert_eq!(
+            Credentials::from_authorization("Basic OnMzY3JldA==").unwrap(),
+            None
+        );
+        assert_eq!(Credentials::from_authorization("Basic ").unwrap(), None);
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_secret() {
+        let shown = format!("{:?}", creds("svc", "s3cret"));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("svc"), "the id is not a secret: {shown}");
+    }
+}
