@@ -61,11 +61,19 @@ impl Credentials {
         let decoded = STANDARD.decode(encoded.trim()).map_err(|_| MALFORMED)?;
         let decoded = String::from_utf8(decoded).map_err(|_| MALFORMED)?;
         let (id, secret) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
-        Ok((!id.is_empty()).then(|| Self {
-            id: id.to_owned(),
-            secret: secret.to_owned(),
-        }))
+        // RFC 6749 section 2.3.1: the id and the secret are form-encoded
+        // before they are joined, so `+`, `%2B`, `%3A`… are decoded here.
+        let (id, secret) = (form_decode(id), form_decode(secret));
+        Ok((!id.is_empty()).then_some(Self { id, secret }))
     }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value (`+` is a space).
+fn form_decode(value: &str) -> String {
+    form_urlencoded::parse(format!("v={value}").as_bytes())
+        .next()
+        .map(|(_, decoded)| decoded.into_owned())
+        .unwrap_or_default()
 }
 
 /// Who is asking, as far as the transport can tell.
@@ -83,6 +91,8 @@ pub struct Client {
     secret_hash: PasswordHashString,
     /// Audiences it may ask for; empty means any.
     pub audiences: Vec<String>,
+    /// What the OAuth 2.0 token endpoint may grant it (see `crate::service::oauth`).
+    pub grants: crate::service::ClientGrants,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +128,12 @@ struct ClientEntry {
     secret_hash: String,
     #[serde(default)]
     audiences: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    default_audience: Option<String>,
+    max_lifetime_seconds: Option<u64>,
+    #[serde(default)]
+    claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The registered clients. Verifying a secret runs argon2 (deliberately slow),
@@ -187,10 +203,18 @@ impl ClientRegistry {
                     entry.id
                 )));
             }
+            let grants = crate::service::ClientGrants::new(
+                entry.scopes,
+                entry.default_audience,
+                entry.max_lifetime_seconds,
+                entry.claims,
+            )
+            .map_err(|reason| invalid(format!("client {}: {reason}", entry.id)))?;
             let client = Client {
                 id: entry.id.clone(),
                 secret_hash: hash.serialize(),
                 audiences: entry.audiences,
+                grants,
             };
             if clients.insert(entry.id.clone(), client).is_some() {
                 return Err(invalid(format!("client {} is listed twice", entry.id)));

@@ -9,6 +9,7 @@ mod hardening;
 mod helpers;
 mod input;
 mod keys;
+mod oauth;
 mod operator;
 mod ops;
 mod replicas;

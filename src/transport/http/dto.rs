@@ -124,6 +124,8 @@ pub struct JwkSet {
 pub struct TokenResponse<'a> {
     /// The compact JWT.
     pub token: &'a str,
+    /// The same JWT under RFC 6749 section 5.1's name, for OAuth clients.
+    pub access_token: &'a str,
     #[schema(example = "Bearer")]
     pub token_type: &'static str,
     /// Seconds until `exp` (negative for an expired token).

@@ -33,6 +33,7 @@ use crate::{
 
 mod auth_input;
 mod dto;
+mod oauth;
 mod serve;
 
 pub use auth_input::{AuthBody, auth_request};
@@ -105,6 +106,7 @@ pub fn router(
         .route("/openapi.json", get(openapi_json))
         .route("/auth", axum::routing::post(auth))
         .route("/metrics", get(prometheus_metrics))
+        .merge(oauth::routes())
         .fallback(not_found)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -263,6 +265,9 @@ const ROUTES: &[&str] = &[
     "/auth",
     "/metrics",
     "/openapi.json",
+    oauth::TOKEN_PATH,
+    oauth::INTROSPECT_PATH,
+    oauth::REVOKE_PATH,
 ];
 
 /// The route template as a static label; anything else is "(unmatched)".
@@ -573,6 +578,7 @@ fn token_response(headers: &HeaderMap, issued: &IssuedToken) -> Response {
     if accepts(headers, "application/json") {
         let body = TokenResponse {
             token: &issued.token,
+            access_token: &issued.token,
             token_type: IssuedToken::TOKEN_TYPE,
             expires_in: issued.expires_in,
             kid: &issued.kid,
