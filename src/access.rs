@@ -238,6 +238,11 @@ impl ClientRegistry {
         self.clients.len()
     }
 
+    /// The registered clients, in no particular order.
+    pub fn clients(&self) -> impl Iterator<Item = &Client> {
+        self.clients.values()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }

@@ -545,6 +545,27 @@ impl KeyService {
         Ok(())
     }
 
+    /// Whether callers of the OAuth endpoints must prove a client secret.
+    pub fn requires_client_auth(&self) -> bool {
+        self.inner.access.clients.is_some()
+    }
+
+    /// Every scope some registered client may ask for, sorted; empty
+    /// without a clients file (any scope is granted as asked).
+    pub fn scopes_supported(&self) -> Vec<String> {
+        let mut scopes: Vec<String> = self
+            .inner
+            .access
+            .clients
+            .iter()
+            .flat_map(|registry| registry.clients())
+            .flat_map(|client| client.grants.scopes.iter().cloned())
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    }
+
     /// Re-reads the revocations from the store (other replicas' too) and
     /// forgets the expired ones; on failure keeps what it holds.
     pub async fn reload_revocations(&self, now: Timestamp) {

@@ -489,3 +489,121 @@ async fn with_clients_callers_authenticate_and_revoke_only_their_own_tokens() {
     let (_, body) = json_of(post_form(&app, "/oauth2/introspect", Some(&other), &form).await).await;
     assert_eq!(body, json!({"active": false}));
 }
+
+/// The paths a discovery document names, relative to `issuer`.
+fn path_of(doc: &Value, member: &str, issuer: &str) -> String {
+    doc[member]
+        .as_str()
+        .unwrap_or_else(|| panic!("{member} missing: {doc}"))
+        .strip_prefix(issuer)
+        .unwrap_or_else(|| panic!("{member} is not under {issuer}: {doc}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn discovery_documents_are_true_in_each_mode() {
+    let open = spawn_app().await;
+    let registered = app_with_clients().await;
+    for (app, methods, scopes) in [
+        (
+            &open,
+            json!(["client_secret_basic", "client_secret_post", "none"]),
+            Value::Null,
+        ),
+        (
+            &registered,
+            json!(["client_secret_basic", "client_secret_post"]),
+            json!(["read", "write"]),
+        ),
+    ] {
+        for document in [
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/openid-configuration",
+        ] {
+            let doc = app.get_json(document).await;
+            assert_eq!(doc["grant_types_supported"], json!(["client_credentials"]));
+            assert_eq!(doc["response_types_supported"], json!([]), "{doc}");
+            assert_eq!(doc["scopes_supported"], scopes, "{doc}");
+            for endpoint in ["token", "introspection", "revocation"] {
+                assert_eq!(
+                    doc[format!("{endpoint}_endpoint_auth_methods_supported")],
+                    methods,
+                    "{document}"
+                );
+                // Nothing advertised that is not served: each answers a POST
+                // with an OAuth error, not a 404 or 405.
+                let path = path_of(&doc, &format!("{endpoint}_endpoint"), "https://issuer.test");
+                let (status, body) = json_of(post_form(app, &path, None, "").await).await;
+                assert!(
+                    status == 400 || status == 401,
+                    "{endpoint}: {status} {body}"
+                );
+            }
+            assert_eq!(
+                path_of(&doc, "token_endpoint", "https://issuer.test"),
+                "/oauth2/token"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_default_issuer_is_where_the_server_listens() {
+    let app = spawn_app_with(|c| c.issuer = String::new()).await;
+    let doc = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(doc["issuer"], app.http.as_str(), "{doc}");
+    // What it names is reachable as named.
+    let jwks = app
+        .client
+        .get(doc["jwks_uri"].as_str().unwrap())
+        .response()
+        .await;
+    assert_eq!(jwks.status(), 200);
+    let token = app.token("").await;
+    assert_eq!(claims(&token)["iss"], app.http.as_str());
+}
+
+#[tokio::test]
+async fn public_documents_answer_cors_preflight_and_honour_accept_q_values() {
+    let app = spawn_app().await;
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let response = app
+            .request(reqwest::Method::OPTIONS, path)
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET")
+            .response()
+            .await;
+        assert_eq!(response.status(), 204, "{path}");
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(
+            response.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
+                .to_str()
+                .unwrap()
+                .contains("GET")
+        );
+    }
+    let refused = app
+        .get("/.well-known/jwks.json")
+        .header(header::ACCEPT, "application/jwk-set+json;q=0")
+        .response()
+        .await;
+    assert_eq!(refused.status(), 406);
+    let (_, body) = json_of(refused).await;
+    assert_eq!(body["error"], "not_acceptable");
+    let json = app
+        .get("/.well-known/jwks.json")
+        .header(
+            header::ACCEPT,
+            "application/jwk-set+json;q=0, application/json",
+        )
+        .response()
+        .await;
+    assert_eq!(json.status(), 200);
+    assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+}

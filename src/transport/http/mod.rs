@@ -33,6 +33,7 @@ use crate::{
 
 mod auth_input;
 mod dto;
+mod metadata;
 mod oauth;
 mod serve;
 
@@ -94,14 +95,17 @@ pub fn router(
         .route("/", get(root))
         .route("/health", get(health).post(health))
         .route("/connect", get(connect).post(connect))
-        .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/jwks.json",
+            get(jwks).options(metadata::preflight),
+        )
         .route(
             "/.well-known/openid-configuration",
-            get(openid_configuration),
+            get(openid_configuration).options(metadata::preflight),
         )
         .route(
             "/.well-known/oauth-authorization-server",
-            get(oauth_authorization_server),
+            get(oauth_authorization_server).options(metadata::preflight),
         )
         .route("/openapi.json", get(openapi_json))
         .route("/auth", axum::routing::post(auth))
@@ -403,44 +407,14 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "keys",
     responses((status = 200, description = "Issuer metadata", body = IssuerMetadata)))]
 async fn openid_configuration(State(state): State<AppState>) -> Response {
-    issuer_metadata(&state)
+    metadata::issuer_metadata(&state)
 }
 
 /// RFC 8414 authorization server metadata.
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "keys",
     responses((status = 200, description = "Issuer metadata", body = IssuerMetadata)))]
 async fn oauth_authorization_server(State(state): State<AppState>) -> Response {
-    issuer_metadata(&state)
-}
-
-/// Only what is true of this service: it has no authorization endpoint and
-/// issues access tokens, not ID tokens of its own.
-fn issuer_metadata(state: &AppState) -> Response {
-    let issuer = state.service.issuer().trim_end_matches('/');
-    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
-    let body = IssuerMetadata {
-        issuer: state.service.issuer().to_owned(),
-        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
-        token_endpoint: format!("{issuer}/auth"),
-        token_endpoint_auth_methods_supported: strings(&["none"]),
-        id_token_signing_alg_values_supported: strings(&["RS256"]),
-        subject_types_supported: strings(&["public"]),
-        claims_supported: strings(&["iss", "sub", "aud", "iat", "nbf", "exp", "jti"]),
-    };
-    (
-        [
-            (
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=3600"),
-            ),
-        ],
-        Json(body),
-    )
-        .into_response()
+    metadata::issuer_metadata(&state)
 }
 
 /// This document.
@@ -494,12 +468,15 @@ async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
             .jwks_served(Door::Rest, JwksOutcome::NotModified);
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
-    state.metrics.jwks_served(Door::Rest, JwksOutcome::Full);
-    let content_type = if accepts(&headers, JWK_SET_MEDIA_TYPE) {
-        JWK_SET_MEDIA_TYPE
-    } else {
-        "application/json"
+    let Some(content_type) = metadata::jwks_media_type(&headers) else {
+        return ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            format!("the key set is served as {JWK_SET_MEDIA_TYPE} or application/json"),
+        )
+        .into_response();
     };
+    state.metrics.jwks_served(Door::Rest, JwksOutcome::Full);
     (
         common,
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
