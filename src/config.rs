@@ -100,13 +100,10 @@ pub struct Config {
     )]
     pub store: StoreUrl,
 
-    /// The `iss` claim of issued tokens.
-    #[arg(
-        long,
-        env = "JWKS_ISSUER",
-        default_value = "http://localhost:8080",
-        global = true
-    )]
+    /// The `iss` claim of issued tokens and the base of every URL discovery
+    /// advertises. Empty (the default): `http://HOST:PORT` of where
+    /// --http-addr actually listens, `localhost` for an unspecified address.
+    #[arg(long, env = "JWKS_ISSUER", default_value = "", global = true)]
     pub issuer: String,
 
     /// Default and maximum token lifetime (1s to 365d).
@@ -236,6 +233,21 @@ pub struct Config {
 
 impl Config {
     /// The defaults, as if no flag or variable were set (for tests and tools).
+    /// The issuer: `--issuer` when given, else the URL of `listening` (the
+    /// REST listener's real address), so discovery names what verifiers
+    /// can reach.
+    pub fn issuer_for(&self, listening: SocketAddr) -> String {
+        if !self.issuer.is_empty() {
+            return self.issuer.clone();
+        }
+        let host = match listening.ip() {
+            ip if ip.is_unspecified() => "localhost".to_owned(),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        format!("http://{host}:{}", listening.port())
+    }
+
     pub fn defaults() -> Self {
         Cli::parse_from(["jwks-server"]).config
     }

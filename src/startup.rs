@@ -232,6 +232,12 @@ async fn start_service_on(
     Ok(KeyService::start(store, keks, policy, issuer, access, Timestamp::now()).await?)
 }
 
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
 /// A built server: keys loaded, listeners bound, not yet serving.
 pub struct Application {
     service: KeyService,
@@ -241,19 +247,23 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Self, StartupError> {
+    pub async fn build(mut config: Config) -> Result<Self, StartupError> {
+        // Bound first, so a default issuer names the port really listened on.
+        let http = bind(config.http_addr).await?;
+        config.issuer = config.issuer_for(http.local_addr().unwrap_or(config.http_addr));
         let service = start_service(&config).await?;
-        Self::with_service(service, config).await
+        let grpc = bind(config.grpc_addr).await?;
+        Ok(Self {
+            service,
+            http,
+            grpc,
+            config,
+        })
     }
 
     /// Binds the listeners for a service already started, e.g. over a store
     /// the caller built (tests inject faulty stores this way).
     pub async fn with_service(service: KeyService, config: Config) -> Result<Self, StartupError> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartupError::Bind { addr, source })
-        };
         let http = bind(config.http_addr).await?;
         let grpc = bind(config.grpc_addr).await?;
         Ok(Self {

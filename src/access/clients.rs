@@ -31,6 +31,8 @@ pub struct Client {
     secret_hash: PasswordHashString,
     /// Audiences it may ask for; empty means any.
     pub audiences: Vec<String>,
+    /// What the OAuth 2.0 token endpoint may grant it (see `crate::service::oauth`).
+    pub grants: crate::service::ClientGrants,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,12 @@ struct ClientEntry {
     secret_hash: String,
     #[serde(default)]
     audiences: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    default_audience: Option<String>,
+    max_lifetime_seconds: Option<u64>,
+    #[serde(default)]
+    claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The registered clients. Verifying a secret runs argon2 (deliberately slow),
@@ -135,10 +143,18 @@ impl ClientRegistry {
                     entry.id
                 )));
             }
+            let grants = crate::service::ClientGrants::new(
+                entry.scopes,
+                entry.default_audience,
+                entry.max_lifetime_seconds,
+                entry.claims,
+            )
+            .map_err(|reason| invalid(format!("client {}: {reason}", entry.id)))?;
             let client = Client {
                 id: entry.id.clone(),
                 secret_hash: hash.serialize(),
                 audiences: entry.audiences,
+                grants,
             };
             if clients.insert(entry.id.clone(), client).is_some() {
                 return Err(invalid(format!("client {} is listed twice", entry.id)));
@@ -160,6 +176,11 @@ impl ClientRegistry {
 
     pub fn len(&self) -> usize {
         self.clients.len()
+    }
+
+    /// The registered clients, in no particular order.
+    pub fn clients(&self) -> impl Iterator<Item = &Client> {
+        self.clients.values()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -37,11 +37,19 @@ impl Credentials {
         let decoded = STANDARD.decode(encoded.trim()).map_err(|_| MALFORMED)?;
         let decoded = String::from_utf8(decoded).map_err(|_| MALFORMED)?;
         let (id, secret) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
-        Ok((!id.is_empty()).then(|| Self {
-            id: id.to_owned(),
-            secret: secret.to_owned(),
-        }))
+        // RFC 6749 section 2.3.1: the id and the secret are form-encoded
+        // before they are joined, so `+`, `%2B`, `%3A`… are decoded here.
+        let (id, secret) = (form_decode(id), form_decode(secret));
+        Ok((!id.is_empty()).then_some(Self { id, secret }))
     }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value (`+` is a space).
+fn form_decode(value: &str) -> String {
+    form_urlencoded::parse(format!("v={value}").as_bytes())
+        .next()
+        .map(|(_, decoded)| decoded.into_owned())
+        .unwrap_or_default()
 }
 
 /// Who is asking, as far as the transport can tell.

@@ -139,6 +139,37 @@ impl SigningKey {
     }
 }
 
+/// JWS with another `typ` (RFC 9068 access tokens say `at+jwt`), and checking
+/// this key's own signatures (token introspection).
+impl SigningKey {
+    /// Signs `claims` (a JSON object) as a compact RS256 JWS whose header
+    /// carries `typ`: one RSA signature, like [`Self::sign_jwt`].
+    pub fn sign_typed_jwt(&self, typ: &str, claims_json: &[u8]) -> Result<String, CryptoError> {
+        let header = serde_json::json!({"alg": "RS256", "typ": typ, "kid": self.jwk.kid});
+        let mut token = B64.encode(header.to_string());
+        token.push('.');
+        B64.encode_string(claims_json, &mut token);
+        let mut signature = vec![0u8; self.pair.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        self.pair
+            .sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut signature)
+            .map_err(|_| CryptoError::Sign)?;
+        token.push('.');
+        B64.encode_string(&signature, &mut token);
+        Ok(token)
+    }
+
+    /// Whether `signature` is this key's RS256 signature of `signing_input`.
+    pub fn verifies(&self, signing_input: &[u8], signature: &[u8]) -> bool {
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+            self.pair.public_key().as_ref(),
+        )
+        .verify(signing_input, signature)
+        .is_ok()
+    }
+}
+
 /// RFC 7638 JWK thumbprint (SHA-256, base64url) of an RSA public key: the
 /// required members in lexicographic order, no whitespace.
 pub fn thumbprint(n: &str, e: &str) -> String {

@@ -133,7 +133,7 @@ impl KeyService {
     /// Checks the caller's credentials against the registered clients, off the
     /// async workers unless the answer is already known (argon2 is slow on
     /// purpose).
-    async fn authenticate(
+    pub(super) async fn authenticate(
         &self,
         registry: &Arc<ClientRegistry>,
         caller: &Caller,

@@ -145,6 +145,7 @@ impl KeyService {
             .rotate(Trigger::Schedule, now)
             .await
             .map_err(|e| StartError::Keys(e.chain()))?;
+        service.reload_revocations(now).await;
         Ok(service)
     }
 

@@ -17,6 +17,7 @@
 mod health;
 mod issuance;
 mod lifecycle;
+pub mod oauth;
 mod refresher;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,10 @@ pub use self::{
     lifecycle::{
         KeyFault, KeyStatus, PublishedKeyUnreadable, StartError, Unopenable, UnreadableKey,
         open_stored,
+    },
+    oauth::{
+        AccessToken, ActiveToken, ClientGrants, GrantRequest, Introspection, OAuthError,
+        OAuthErrorCode,
     },
     refresher::RefreshObserver,
 };
@@ -69,6 +74,8 @@ struct Inner {
     /// Expired keys in the store that do not open, by kid; not in the ring.
     unreadable: Mutex<HashMap<String, UnreadableKey>>,
     faults: Faults,
+    /// Revoked access tokens this replica knows of (`oauth`).
+    revoked: oauth::RevokedTokens,
 }
 
 impl KeyService {
@@ -94,6 +101,7 @@ impl KeyService {
                 store_health: Mutex::new(StoreHealth::Reachable),
                 unreadable: Mutex::new(HashMap::new()),
                 faults: Faults::default(),
+                revoked: oauth::RevokedTokens::default(),
             }),
         }
     }

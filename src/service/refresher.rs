@@ -113,6 +113,7 @@ impl KeyService {
                     tracing::debug!(error = %err.chain(), "key refresh failed; store unreachable");
                 }
             }
+            self.reload_revocations(clock()).await;
             observer.health_changed(&self.health(clock())).await;
             self.forget_idle_callers();
             self.faults().refreshed(clock());

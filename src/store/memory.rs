@@ -14,10 +14,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, RotateOutcome,
-    StoreError, StoredKey,
+    KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, Revocation,
+    RotateOutcome, StoreError, StoredKey,
 };
-use crate::keys::KeyMeta;
+use crate::{keys::KeyMeta, time::Timestamp};
 
 /// How a [`MemoryStore`] misbehaves, when asked to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,6 +44,8 @@ struct State {
     failure: StoreFailure,
     /// Calls answered so far (a failed call is not counted).
     loads: usize,
+    /// Revoked token ids and when each token expires.
+    revoked: std::collections::HashMap<String, Timestamp>,
 }
 
 impl MemoryStore {
@@ -107,6 +109,27 @@ impl State {
 
 #[async_trait]
 impl KeyStore for MemoryStore {
+    async fn revoke(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.state();
+        state.check(true)?;
+        state.revoked.entry(jti.to_owned()).or_insert(expires_at);
+        Ok(())
+    }
+
+    async fn revocations(&self, now: Timestamp) -> Result<Vec<Revocation>, StoreError> {
+        let mut state = self.state();
+        state.check(false)?;
+        state.revoked.retain(|_, expires_at| *expires_at > now);
+        Ok(state
+            .revoked
+            .iter()
+            .map(|(jti, expires_at)| Revocation {
+                jti: jti.clone(),
+                expires_at: *expires_at,
+            })
+            .collect())
+    }
+
     async fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
         let mut state = self.state();
         state.check(false)?;

@@ -19,7 +19,10 @@ pub use memory::{MemoryStore, StoreFailure};
 pub use sql::SqlStore;
 pub use url::{StoreUrl, redact};
 
-use crate::keys::{KeyMeta, policy::Plan, seal::SealedKey};
+use crate::{
+    keys::{KeyMeta, policy::Plan, seal::SealedKey},
+    time::Timestamp,
+};
 
 /// A key as the store holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,4 +147,28 @@ pub trait KeyStore: Send + Sync {
     /// the check sees the keys as they are when the row goes.
     async fn remove(&self, kid: &str, check: &RemoveCheck<'_>)
     -> Result<RemoveOutcome, StoreError>;
+
+    /// Records that the token `jti` is revoked until `expires_at` (its
+    /// `exp`); recording it again changes nothing. The default keeps nothing
+    /// and says so, for stores that hold keys only.
+    async fn revoke(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        let _ = (jti, expires_at);
+        Err(StoreError::Query(
+            "this store keeps no token revocations".into(),
+        ))
+    }
+
+    /// The revocations still in force at `now`, after deleting those that are
+    /// not (their tokens have expired, so they need no record).
+    async fn revocations(&self, now: Timestamp) -> Result<Vec<Revocation>, StoreError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
+}
+
+/// A revoked token: its `jti` and its `exp`, after which the record is pruned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub jti: String,
+    pub expires_at: Timestamp,
 }

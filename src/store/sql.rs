@@ -12,8 +12,8 @@ use sqlx::{
 };
 
 use super::{
-    KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, RotateOutcome,
-    StoreError, StoredKey, redact,
+    KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, Revocation,
+    RotateOutcome, StoreError, StoredKey, redact,
 };
 use crate::{keys::KeyMeta, keys::seal::SealedKey, time::Timestamp};
 
@@ -219,6 +219,36 @@ where
 
 #[async_trait]
 impl KeyStore for SqlStore {
+    async fn revoke(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at.unix())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revocations(&self, now: Timestamp) -> Result<Vec<Revocation>, StoreError> {
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+            .bind(now.unix())
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query("SELECT jti, expires_at FROM revoked_tokens")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Revocation {
+                    jti: row.try_get("jti")?,
+                    expires_at: Timestamp::from_unix(row.try_get("expires_at")?),
+                })
+            })
+            .collect()
+    }
+
     async fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
         load_all(&self.pool).await
     }

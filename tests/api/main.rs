@@ -10,6 +10,7 @@ mod hardening;
 mod helpers;
 mod input;
 mod keys;
+mod oauth;
 mod operator;
 mod ops;
 mod replicas;

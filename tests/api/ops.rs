@@ -142,7 +142,7 @@ async fn discovery_documents_describe_the_issuer_truthfully() {
         let doc: Value = response.json().await.unwrap();
         assert_eq!(doc["issuer"], "https://issuer.test");
         assert_eq!(doc["jwks_uri"], "https://issuer.test/.well-known/jwks.json");
-        assert_eq!(doc["token_endpoint"], "https://issuer.test/auth");
+        assert_eq!(doc["token_endpoint"], "https://issuer.test/oauth2/token");
         assert_eq!(
             doc["id_token_signing_alg_values_supported"],
             serde_json::json!(["RS256"])
@@ -287,7 +287,7 @@ fn help_documents_every_flag_with_its_env_var_and_default() {
         ("--http-addr", "JWKS_HTTP_ADDR", Some("0.0.0.0:8080")),
         ("--grpc-addr", "JWKS_GRPC_ADDR", Some("0.0.0.0:50051")),
         ("--store", "JWKS_STORE", Some("sqlite://jwks.db")),
-        ("--issuer", "JWKS_ISSUER", Some("http://localhost:8080")),
+        ("--issuer", "JWKS_ISSUER", None),
         ("--token-ttl", "JWKS_TOKEN_TTL", Some("15m")),
         ("--rotate-every", "JWKS_ROTATE_EVERY", Some("30m")),
         ("--jwks-max-age", "JWKS_JWKS_MAX_AGE", Some("10m")),

@@ -81,10 +81,13 @@ const BODY_MEMBERS: [&str; 7] = [
 
 /// What the query's `expired` accepts, as text: `Some(expired)` or `None`
 /// for anything else.
+/// `True`/`TRUE` too: Python clients send a boolean as `str(True)`.
 fn expired_text(value: &str) -> Option<bool> {
     match value {
-        "" | "true" | "1" => Some(true),
-        "false" | "0" => Some(false),
+        "" | "1" => Some(true),
+        "0" => Some(false),
+        v if v.eq_ignore_ascii_case("true") => Some(true),
+        v if v.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
     }
 }

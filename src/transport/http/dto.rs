@@ -90,6 +90,14 @@ pub struct IssuerMetadata {
     pub jwks_uri: String,
     pub token_endpoint: String,
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint: String,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint: String,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes_supported: Option<Vec<String>>,
     pub id_token_signing_alg_values_supported: Vec<String>,
     pub subject_types_supported: Vec<String>,
     pub claims_supported: Vec<String>,
@@ -124,6 +132,8 @@ pub struct JwkSet {
 pub struct TokenResponse<'a> {
     /// The compact JWT.
     pub token: &'a str,
+    /// The same JWT under RFC 6749 section 5.1's name, for OAuth clients.
+    pub access_token: &'a str,
     #[schema(example = "Bearer")]
     pub token_type: &'static str,
     /// Seconds until `exp` (negative for an expired token).

@@ -13,6 +13,8 @@
 //! - `handlers`: one file per concern (service, keys, tokens, discovery, operations).
 //! - `openapi`: [`ApiDoc`], the OpenAPI description generated from the handlers.
 //! - `auth_input`: reading `POST /auth` into a domain request; `dto`: the JSON shapes.
+//! - `oauth`: the OAuth 2.0 endpoints (token, introspection, revocation);
+//!   `metadata`: the discovery documents, CORS preflight and JWKS negotiation.
 //! - `serve`: the listener, hyper's limits and its own refusals.
 
 mod auth_input;
@@ -20,6 +22,8 @@ mod dto;
 mod error;
 mod explain;
 mod handlers;
+mod metadata;
+mod oauth;
 mod observe;
 mod openapi;
 mod router;

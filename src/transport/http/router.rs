@@ -17,7 +17,7 @@ use axum::{
 use super::{
     ApiError, MAX_BODY_BYTES, explain,
     handlers::{auth, discovery, jwks, operations, service},
-    observe,
+    metadata, oauth, observe,
 };
 use crate::{metrics::Metrics, service::KeyService};
 
@@ -47,18 +47,22 @@ pub fn router(
         .route("/", get(service::root))
         .route("/health", get(service::health).post(service::health))
         .route("/connect", get(service::connect).post(service::connect))
-        .route("/.well-known/jwks.json", get(jwks::jwks))
+        .route(
+            "/.well-known/jwks.json",
+            get(jwks::jwks).options(metadata::preflight),
+        )
         .route(
             "/.well-known/openid-configuration",
-            get(discovery::openid_configuration),
+            get(discovery::openid_configuration).options(metadata::preflight),
         )
         .route(
             "/.well-known/oauth-authorization-server",
-            get(discovery::oauth_authorization_server),
+            get(discovery::oauth_authorization_server).options(metadata::preflight),
         )
         .route("/openapi.json", get(operations::openapi_json))
         .route("/auth", post(auth::auth))
         .route("/metrics", get(operations::prometheus_metrics))
+        .merge(oauth::routes())
         .fallback(not_found)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -84,6 +88,9 @@ const ROUTES: &[&str] = &[
     "/auth",
     "/metrics",
     "/openapi.json",
+    oauth::TOKEN_PATH,
+    oauth::INTROSPECT_PATH,
+    oauth::REVOKE_PATH,
 ];
 
 /// The route template as a static label; anything else is "(unmatched)".

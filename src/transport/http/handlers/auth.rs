@@ -67,6 +67,7 @@ fn token_response(headers: &HeaderMap, issued: &IssuedToken) -> Response {
     if accepts(headers, "application/json") {
         let body = TokenResponse {
             token: &issued.token,
+            access_token: &issued.token,
             token_type: IssuedToken::TOKEN_TYPE,
             expires_in: issued.expires_in,
             kid: &issued.kid,

@@ -9,9 +9,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{
-    super::{AppState, dto::JwkSet},
-    accepts,
+use super::super::{
+    ApiError, AppState,
+    dto::{ErrorBody, JwkSet},
+    metadata,
 };
 use crate::{
     metrics::{Door, JwksOutcome},
@@ -29,6 +30,7 @@ const JWK_SET_MEDIA_TYPE: &str = "application/jwk-set+json";
         (status = 200, description = "The key set",
             content((JwkSet = "application/json"), (JwkSet = "application/jwk-set+json"))),
         (status = 304, description = "The caller's copy is current"),
+        (status = 406, description = "The Accept header refuses both media types", body = ErrorBody),
     ))]
 pub(crate) async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let now = Timestamp::now();
@@ -52,12 +54,15 @@ pub(crate) async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> R
             .jwks_served(Door::Rest, JwksOutcome::NotModified);
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
-    state.metrics.jwks_served(Door::Rest, JwksOutcome::Full);
-    let content_type = if accepts(&headers, JWK_SET_MEDIA_TYPE) {
-        JWK_SET_MEDIA_TYPE
-    } else {
-        "application/json"
+    let Some(content_type) = metadata::jwks_media_type(&headers) else {
+        return ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            format!("the key set is served as {JWK_SET_MEDIA_TYPE} or application/json"),
+        )
+        .into_response();
     };
+    state.metrics.jwks_served(Door::Rest, JwksOutcome::Full);
     (
         common,
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],

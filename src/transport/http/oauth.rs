@@ -1,0 +1,355 @@
+//! The OAuth 2.0 routes: `POST /oauth2/token` (RFC 6749 §4.4, client
+//! credentials), `POST /oauth2/introspect` (RFC 7662) and `POST
+//! /oauth2/revoke` (RFC 7009). This file reads their
+//! `application/x-www-form-urlencoded` bodies and client credentials
+//! (`client_secret_basic`, decoded as RFC 6749 §2.3.1 says, or
+//! `client_secret_post`), calls the service, and writes RFC 6749 §5.1
+//! answers and §5.2 errors (`{"error","error_description"}`).
+//!
+//! What is granted, verified or revoked is the service's (`service::oauth`).
+
+use std::net::SocketAddr;
+
+use axum::{
+    Extension, Json, Router,
+    body::Bytes,
+    extract::{ConnectInfo, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{AppState, MAX_BODY_BYTES};
+use crate::{
+    access::{Caller, Credentials},
+    service::{AccessToken, GrantRequest, Introspection, OAuthError, OAuthErrorCode},
+    time::Timestamp,
+};
+
+pub const TOKEN_PATH: &str = "/oauth2/token";
+pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
+pub const REVOKE_PATH: &str = "/oauth2/revoke";
+
+/// The three OAuth routes, for the router to merge.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(TOKEN_PATH, post(token))
+        .route(INTROSPECT_PATH, post(introspect))
+        .route(REVOKE_PATH, post(revoke))
+}
+
+/// An RFC 6749 §5.2 error as REST clients see it.
+#[derive(Debug)]
+pub struct OAuthResponseError(OAuthError);
+
+impl From<OAuthError> for OAuthResponseError {
+    fn from(error: OAuthError) -> Self {
+        Self(error)
+    }
+}
+
+fn invalid_request(description: impl Into<String>) -> OAuthResponseError {
+    OAuthError::invalid_request(description).into()
+}
+
+/// The one mapping of OAuth error codes to HTTP statuses. No catch-all arm.
+fn status_of(code: OAuthErrorCode) -> StatusCode {
+    match code {
+        OAuthErrorCode::InvalidRequest
+        | OAuthErrorCode::InvalidGrant
+        | OAuthErrorCode::UnauthorizedClient
+        | OAuthErrorCode::UnsupportedGrantType
+        | OAuthErrorCode::InvalidScope
+        | OAuthErrorCode::InvalidTarget => StatusCode::BAD_REQUEST,
+        OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+        OAuthErrorCode::SlowDown => StatusCode::TOO_MANY_REQUESTS,
+        OAuthErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for OAuthResponseError {
+    fn into_response(self) -> Response {
+        let Self(error) = self;
+        let status = status_of(error.code);
+        let mut response = (
+            status,
+            no_store(),
+            Json(json!({"error": error.code.as_str(), "error_description": error.description})),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        if error.code == OAuthErrorCode::InvalidClient {
+            // §5.2: required when the client used the Authorization header;
+            // said always, so a client that sent none learns the scheme.
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"jwks-server\", charset=\"UTF-8\""),
+            );
+        }
+        if let Some(seconds) = error.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// §5.1: token answers (and errors, and introspection) are never cached.
+fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// An OAuth request body: its parameters, each once (§3.2) except those
+/// named in `repeatable`, with empty values treated as absent (§3.1).
+struct FormParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl FormParams {
+    fn read(
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+        repeatable: &[&str],
+    ) -> Result<Self, OAuthResponseError> {
+        let body = body.map_err(|rejection| {
+            invalid_request(format!(
+                "could not read the body ({rejection}); the limit is {MAX_BODY_BYTES} bytes"
+            ))
+        })?;
+        if headers
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(invalid_request(
+                "the Content-Type header is sent more than once",
+            ));
+        }
+        let media_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if media_type != "application/x-www-form-urlencoded" {
+            return Err(invalid_request(
+                "send the parameters as application/x-www-form-urlencoded (RFC 6749 section 4.4.2)",
+            ));
+        }
+        if std::str::from_utf8(&body).is_err() {
+            return Err(invalid_request("the form body is not valid UTF-8"));
+        }
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(&body) {
+            if value.is_empty() {
+                continue;
+            }
+            if !repeatable.contains(&name.as_ref()) && pairs.iter().any(|(n, _)| *n == name) {
+                return Err(invalid_request(format!(
+                    "{} is given more than once; send each parameter once (RFC 6749 section 3.2)",
+                    crate::text::for_log(&name, 64)
+                )));
+            }
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Self { pairs })
+    }
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        let index = self.pairs.iter().position(|(n, _)| n == name)?;
+        Some(self.pairs.remove(index).1)
+    }
+
+    fn take_all(&mut self, name: &str) -> Vec<String> {
+        let (taken, kept) = std::mem::take(&mut self.pairs)
+            .into_iter()
+            .partition(|(n, _)| n == name);
+        self.pairs = kept;
+        taken.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+/// The caller's client credentials: HTTP Basic (`client_secret_basic`) or
+/// the `client_id`/`client_secret` parameters (`client_secret_post`, or a
+/// public client's bare `client_id`); both at once is `invalid_request`
+/// (§2.3).
+fn client_credentials(
+    headers: &HeaderMap,
+    form: &mut FormParams,
+) -> Result<Option<Credentials>, OAuthResponseError> {
+    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
+    let first = authorization.next();
+    if authorization.next().is_some() {
+        return Err(invalid_request(
+            "the Authorization header is sent more than once",
+        ));
+    }
+    let basic = match first {
+        None => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| invalid_request("the Authorization header is not valid text"))?;
+            Credentials::from_authorization(value).map_err(invalid_request)?
+        }
+    };
+    let (id, secret) = (form.take("client_id"), form.take("client_secret"));
+    match (basic, id, secret) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(invalid_request(
+            "client credentials are in both the Authorization header and the body; use one \
+             method (RFC 6749 section 2.3)",
+        )),
+        (Some(basic), None, None) => Ok(Some(basic)),
+        (None, Some(id), secret) => Ok(Some(Credentials {
+            id,
+            secret: secret.unwrap_or_default(),
+        })),
+        (None, None, Some(_)) => Err(invalid_request(
+            "client_secret is given without client_id; send both, or use HTTP Basic",
+        )),
+        (None, None, None) => Ok(None),
+    }
+}
+
+fn peer_addr(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<std::net::IpAddr> {
+    peer.map(|Extension(ConnectInfo(addr))| addr.ip())
+}
+
+/// RFC 6749 §5.1.
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+/// `POST /oauth2/token`: the client credentials grant.
+async fn token(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthResponseError> {
+    let mut form = FormParams::read(&headers, body, &["audience", "resource"])?;
+    let credentials = client_credentials(&headers, &mut form)?;
+    let request = GrantRequest {
+        grant_type: form.take("grant_type").unwrap_or_default(),
+        scope: form.take("scope"),
+        audience: form.take_all("audience"),
+        resource: form.take_all("resource"),
+    };
+    let caller = Caller {
+        credentials,
+        addr: peer_addr(peer),
+    };
+    let issued: AccessToken = state
+        .service
+        .grant_client_credentials(&request, &caller, Timestamp::now())
+        .await
+        .map_err(OAuthResponseError)?;
+    state
+        .metrics
+        .token_issued(crate::metrics::Door::Rest, false);
+    let body = TokenBody {
+        access_token: &issued.access_token,
+        token_type: AccessToken::TOKEN_TYPE,
+        expires_in: issued.expires_in,
+        scope: issued.scope.as_deref(),
+    };
+    Ok((no_store(), Json(body)).into_response())
+}
+
+/// `POST /oauth2/introspect`: `{"active": true, …}` for a live token of this
+/// issuer, `{"active": false}` and nothing else otherwise.
+async fn introspect(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthResponseError> {
+    let mut form = FormParams::read(&headers, body, &[])?;
+    let credentials = client_credentials(&headers, &mut form)?;
+    let token = form
+        .take("token")
+        .ok_or_else(|| invalid_request("token is required (RFC 7662 section 2.1)"))?;
+    let caller = Caller {
+        credentials,
+        addr: peer_addr(peer),
+    };
+    let answer = state
+        .service
+        .introspect(&token, &caller, Timestamp::now())
+        .await
+        .map_err(OAuthResponseError)?;
+    Ok((no_store(), Json(introspection_json(&answer))).into_response())
+}
+
+/// RFC 7662 §2.2 members.
+pub(super) fn introspection_json(answer: &Introspection) -> serde_json::Value {
+    match answer {
+        Introspection::Inactive => json!({"active": false}),
+        Introspection::Active(token) => {
+            let mut body = json!({
+                "active": true,
+                "iss": token.iss,
+                "exp": token.exp,
+                "jti": token.jti,
+                "token_type": token.token_type,
+            });
+            let fields = [
+                ("scope", token.scope.clone().map(serde_json::Value::from)),
+                ("client_id", token.client_id.clone().map(Into::into)),
+                ("sub", token.sub.clone().map(Into::into)),
+                ("iat", token.iat.map(Into::into)),
+                ("nbf", token.nbf.map(Into::into)),
+                (
+                    "aud",
+                    match token.aud.as_slice() {
+                        [] => None,
+                        [one] => Some(one.clone().into()),
+                        many => Some(many.to_vec().into()),
+                    },
+                ),
+            ];
+            for (name, value) in fields {
+                if let Some(value) = value {
+                    body[name] = value;
+                }
+            }
+            body
+        }
+    }
+}
+
+/// `POST /oauth2/revoke`: 200 for every well-formed request (§2.2), also for
+/// unknown tokens.
+async fn revoke(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthResponseError> {
+    let mut form = FormParams::read(&headers, body, &[])?;
+    let credentials = client_credentials(&headers, &mut form)?;
+    let token = form
+        .take("token")
+        .ok_or_else(|| invalid_request("token is required (RFC 7009 section 2.1)"))?;
+    let caller = Caller {
+        credentials,
+        addr: peer_addr(peer),
+    };
+    state
+        .service
+        .revoke(&token, &caller, Timestamp::now())
+        .await
+        .map_err(OAuthResponseError)?;
+    Ok((StatusCode::OK, no_store()).into_response())
+}
