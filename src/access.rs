@@ -83,6 +83,8 @@ pub struct Client {
     secret_hash: PasswordHashString,
     /// Audiences it may ask for; empty means any.
     pub audiences: Vec<String>,
+    /// The algorithm its tokens are signed with when it names none.
+    pub alg: Option<crate::keys::Algorithm>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +120,8 @@ struct ClientEntry {
     secret_hash: String,
     #[serde(default)]
     audiences: Vec<String>,
+    #[serde(default)]
+    alg: Option<String>,
 }
 
 /// The registered clients. Verifying a secret runs argon2 (deliberately slow),
@@ -187,10 +191,17 @@ impl ClientRegistry {
                     entry.id
                 )));
             }
+            let alg = entry
+                .alg
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| invalid(format!("client {}: alg: {e}", entry.id)))?;
             let client = Client {
                 id: entry.id.clone(),
                 secret_hash: hash.serialize(),
                 audiences: entry.audiences,
+                alg,
             };
             if clients.insert(entry.id.clone(), client).is_some() {
                 return Err(invalid(format!("client {} is listed twice", entry.id)));

@@ -107,6 +107,7 @@ fn explain_policy(err: &PolicyError) -> String {
         PolicyError::KeepExpired => {
             "--keep-expired must be at least 1, so `expired=true` always has a key".to_owned()
         }
+        PolicyError::NoAlgorithm => "--algorithms must name at least one algorithm".to_owned(),
     }
 }
 

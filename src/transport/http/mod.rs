@@ -418,7 +418,12 @@ fn issuer_metadata(state: &AppState) -> Response {
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         token_endpoint: format!("{issuer}/auth"),
         token_endpoint_auth_methods_supported: strings(&["none"]),
-        id_token_signing_alg_values_supported: strings(&["RS256"]),
+        id_token_signing_alg_values_supported: state
+            .service
+            .algorithms()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         subject_types_supported: strings(&["public"]),
         claims_supported: strings(&["iss", "sub", "aud", "iat", "nbf", "exp", "jti"]),
     };
