@@ -110,7 +110,7 @@ impl KeyService {
                 let client = self.authenticate(registry, caller).await?;
                 let audience = permitted_audience(&client, &request.audience)?;
                 let alg = match client.alg {
-                    Some(alg) => Some(self.configured(alg, "the client's default alg")?),
+                    Some(alg) => Some(self.configured(alg)?),
                     None => None,
                 };
                 (client.id.clone(), audience, Some(client.id.clone()), alg)
@@ -155,12 +155,12 @@ impl KeyService {
             return Ok(None);
         };
         match name.parse::<Algorithm>() {
-            Ok(alg) => self.configured(alg, "alg").map(Some),
+            Ok(alg) => self.configured(alg).map(Some),
             Err(_) => Err(self.not_configured(&crate::text::for_log(name, 32))),
         }
     }
 
-    fn configured(&self, alg: Algorithm, _what: &str) -> Result<Algorithm, Error> {
+    fn configured(&self, alg: Algorithm) -> Result<Algorithm, Error> {
         if self.algorithms().contains(&alg) {
             Ok(alg)
         } else {

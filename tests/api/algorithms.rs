@@ -32,7 +32,7 @@ async fn spawn_with_algorithms(list: &str) -> TestApp {
 /// Verifies `token` as a relying party would: find its `kid` in `jwks`, build
 /// the key from that JWK's public members alone (by its `kty`), and check the
 /// signature with the JWK's `alg`, which must be the token's.
-fn verify_any(token: &str, jwks: &Value) -> Result<TokenData<Value>, String> {
+pub fn verify_any(token: &str, jwks: &Value) -> Result<TokenData<Value>, String> {
     let header = header(token);
     let kid = header["kid"].as_str().ok_or("no kid")?;
     let jwk = jwks["keys"]

@@ -18,6 +18,7 @@ use std::{
 
 use jwks_server::{
     keys::{
+        Algorithm,
         policy::Policy,
         seal::{Kek, KekRing},
     },
@@ -282,22 +283,29 @@ impl Replica {
     }
 }
 
-/// Asserts the store holds exactly one key per rotation slot.
+/// Asserts the store holds exactly one key per rotation slot of each algorithm.
 fn assert_one_key_per_slot(keys: &[StoredKey]) {
-    let mut by_generation: Vec<&StoredKey> = keys.iter().collect();
-    by_generation.sort_by_key(|k| k.meta.generation);
-    let generations: Vec<i64> = by_generation.iter().map(|k| k.meta.generation).collect();
-    let expected: Vec<i64> = (1..=generations.len() as i64).collect();
-    assert_eq!(
-        generations, expected,
-        "generations are contiguous, none doubled"
-    );
-    let starts: HashSet<i64> = keys.iter().map(|k| k.meta.activates_at.unix()).collect();
-    assert_eq!(
-        starts.len(),
-        keys.len(),
-        "no two keys take over at the same instant"
-    );
+    let algorithms: HashSet<_> = keys.iter().map(|k| k.meta.alg).collect();
+    for alg in algorithms {
+        let mut by_generation: Vec<&StoredKey> =
+            keys.iter().filter(|k| k.meta.alg == alg).collect();
+        by_generation.sort_by_key(|k| k.meta.generation);
+        let generations: Vec<i64> = by_generation.iter().map(|k| k.meta.generation).collect();
+        let expected: Vec<i64> = (1..=generations.len() as i64).collect();
+        assert_eq!(
+            generations, expected,
+            "{alg}: generations are contiguous, none doubled"
+        );
+        let starts: HashSet<i64> = by_generation
+            .iter()
+            .map(|k| k.meta.activates_at.unix())
+            .collect();
+        assert_eq!(
+            starts.len(),
+            by_generation.len(),
+            "{alg}: no two keys take over at the same instant"
+        );
+    }
 }
 
 #[tokio::test]
@@ -314,6 +322,31 @@ async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
     assert_one_key_per_slot(&keys);
     let client = reqwest::Client::new();
     let first = kids(&replicas[0].jwks(&client).await);
+    for replica in &replicas[1..] {
+        assert_eq!(kids(&replica.jwks(&client).await), first);
+    }
+}
+
+#[tokio::test]
+async fn replicas_started_together_with_two_algorithms_create_one_key_set_per_algorithm() {
+    let db = TestDatabase::create().await;
+    let settings = [("JWKS_ALGORITHMS", "EdDSA,PS256")];
+    let replicas = futures_join3(
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+    )
+    .await;
+    let keys = db.keys().await;
+    for alg in [Algorithm::EdDsa, Algorithm::Ps256] {
+        let own = keys.iter().filter(|k| k.meta.alg == alg).count();
+        assert_eq!(own, 2, "{alg}: one active and one expired key, once");
+    }
+    assert_eq!(keys.len(), 4);
+    assert_one_key_per_slot(&keys);
+    let client = reqwest::Client::new();
+    let first = kids(&replicas[0].jwks(&client).await);
+    assert_eq!(first.len(), 2, "one published key per algorithm");
     for replica in &replicas[1..] {
         assert_eq!(kids(&replica.jwks(&client).await), first);
     }
@@ -609,4 +642,78 @@ async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
         }
     }
     assert_one_key_per_slot(&db.keys().await);
+}
+
+/// Two algorithms on three replicas rotating every second: each algorithm
+/// fills each of its slots exactly once, and a token of either algorithm
+/// from any replica verifies against any replica's JWKS.
+#[tokio::test]
+async fn replicas_with_two_algorithms_fill_each_slot_once_per_algorithm_through_rotations() {
+    let db = TestDatabase::create().await;
+    let mut settings = FAST.to_vec();
+    settings.push(("JWKS_ALGORITHMS", "RS256,ES256"));
+    let replicas = futures_join3(
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+    )
+    .await;
+    assert_one_key_per_slot(&db.keys().await);
+
+    let client = reqwest::Client::new();
+    let mut signing_kids: HashMap<String, HashSet<String>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    let mut round = 0usize;
+    let rotated = |seen: &HashMap<String, HashSet<String>>| {
+        ["RS256", "ES256"]
+            .iter()
+            .all(|alg| seen.get(*alg).map_or(0, HashSet::len) >= 6)
+    };
+    while !rotated(&signing_kids) && tokio::time::Instant::now() < deadline {
+        round += 1;
+        let alg = if round.is_multiple_of(2) {
+            "ES256"
+        } else {
+            "RS256"
+        };
+        let issuer = &replicas[round % 3];
+        let token = if (round / 2).is_multiple_of(2) {
+            let response = client
+                .post(format!("{}/auth?alg={alg}", issuer.http))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "round {round}");
+            response.text().await.unwrap()
+        } else {
+            KeyServiceClient::connect(format!("http://{}", issuer.grpc))
+                .await
+                .unwrap()
+                .issue_token(IssueTokenRequest {
+                    alg: Some(alg.to_owned()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                .into_inner()
+                .token
+        };
+        assert_eq!(header(&token)["alg"], alg);
+        let kid = header(&token)["kid"].as_str().unwrap().to_owned();
+        signing_kids.entry(alg.to_owned()).or_default().insert(kid);
+        let fresh = replicas[(round * 5 + 2) % 3].jwks(&client).await;
+        crate::algorithms::verify_any(&token, &fresh)
+            .unwrap_or_else(|e| panic!("round {round}: {alg}: {e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys = db.keys().await;
+    assert_one_key_per_slot(&keys);
+    let per_alg = |alg: &str| signing_kids.get(alg).map_or(0, HashSet::len);
+    println!(
+        "replicas: 3, algorithms: RS256, ES256, signing keys seen: RS256 {}, ES256 {}, keys in store: {}",
+        per_alg("RS256"),
+        per_alg("ES256"),
+        keys.len()
+    );
+    assert!(rotated(&signing_kids), "both rotated: {signing_kids:?}");
 }
