@@ -47,9 +47,14 @@ pub enum Command {
 pub enum KeysCommand {
     /// List every key with its state and times.
     List,
-    /// Create the next key now. It is published at once and signs after
-    /// --publish-ahead; running servers pick it up within --reload-every.
-    Rotate,
+    /// Create the next key now, of every configured algorithm or of one. It
+    /// is published at once and signs after --publish-ahead; running servers
+    /// pick it up within --reload-every.
+    Rotate {
+        /// Rotate only this algorithm (one of --algorithms); default: all.
+        #[arg(long, value_parser = bounds::algorithm)]
+        alg: Option<Algorithm>,
+    },
     /// Re-seal every key under the first configured KEK (after adding a new one).
     Reseal,
     /// Delete one key from the store (for example an expired key whose row is
@@ -382,6 +387,11 @@ pub mod bounds {
             algorithms.push(alg);
         }
         Ok(super::Algorithms(algorithms))
+    }
+
+    /// One algorithm's name (`keys rotate --alg`).
+    pub fn algorithm(text: &str) -> Result<super::Algorithm, String> {
+        text.trim().parse().map_err(|e| format!("{e}"))
     }
 
     /// `--rsa-key-bits`: 2048, 3072 or 4096.

@@ -43,6 +43,8 @@ pub struct TokenRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuedToken {
     pub token: String,
+    /// The algorithm that signed it.
+    pub alg: Algorithm,
     pub kid: String,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
@@ -276,6 +278,7 @@ impl KeyService {
         let token = key.key.sign_jwt(&claims_json).map_err(Error::internal)?;
         Ok(IssuedToken {
             token,
+            alg,
             kid: key.meta.kid.clone(),
             issued_at,
             expires_at,

@@ -196,7 +196,26 @@ impl KeyService {
     /// The store cannot be reached or refuses the write (recorded as a
     /// failing rotation), key generation fails, or a published key does not open.
     pub async fn rotate(&self, trigger: Trigger, now: Timestamp) -> Result<Vec<KeyMeta>, Error> {
-        let policy = self.inner.policy.clone();
+        self.rotate_algorithms(trigger, now, &[]).await
+    }
+
+    /// [`Self::rotate`] for the configured algorithms in `only` (all when
+    /// empty): an operator may rotate one algorithm's keys and leave the
+    /// others on their schedule.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::rotate`].
+    pub async fn rotate_algorithms(
+        &self,
+        trigger: Trigger,
+        now: Timestamp,
+        only: &[Algorithm],
+    ) -> Result<Vec<KeyMeta>, Error> {
+        let mut policy = self.inner.policy.clone();
+        if !only.is_empty() {
+            policy.algorithms.retain(|alg| only.contains(alg));
+        }
         let planner = move |keys: &[KeyMeta]| plan_rotation(keys, now, &policy, trigger);
 
         let stored = self.store_call(now, self.inner.store.load()).await?;

@@ -163,7 +163,8 @@ impl KeyServiceRpc for GrpcKeyService {
                     .issue_token(&token_request, &caller, Timestamp::now())
                     .await
                     .map(|issued| {
-                        self.metrics.token_issued(Door::Grpc, token_request.expired);
+                        self.metrics
+                            .token_issued(Door::Grpc, token_request.expired, issued.alg);
                         Response::new(issued.into())
                     })
                     .map_err(to_status)

@@ -397,7 +397,7 @@ async fn a_store_written_by_the_release_before_algorithms_opens_keeps_its_keys_a
 
     // And rotation goes on: an operator rotation adds the next RS256
     // generation, which the running server publishes.
-    let out = jwks_server::admin::run(&config, &KeysCommand::Rotate)
+    let out = jwks_server::admin::run(&config, &KeysCommand::Rotate { alg: None })
         .await
         .unwrap();
     assert!(out.contains("(generation 4)"), "{out}");
@@ -432,4 +432,99 @@ fn the_default_is_rs256_with_2048_bit_keys() {
     let config = Config::defaults();
     assert_eq!(config.algorithms, Algorithms(vec![Alg::Rs256]));
     assert_eq!(config.rsa_key_bits, RsaKeySize::Bits2048);
+}
+
+#[tokio::test]
+async fn a_clients_default_alg_signs_its_tokens_unless_the_request_names_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let hash = |secret: &str| jwks_server::access::hash_secret(secret).unwrap();
+    let clients = json!({"clients": [
+        {"id": "edge", "secret_hash": hash("e-secret"), "alg": "EdDSA"},
+        {"id": "plain", "secret_hash": hash("p-secret")},
+    ]});
+    std::fs::write(&path, clients.to_string()).unwrap();
+    let app = spawn_app_with(|config| {
+        config.algorithms = algorithms("RS256,EdDSA");
+        config.clients_file = Some(path.clone());
+    })
+    .await;
+    let token_for = async |id: &str, secret: &str, query: &str| {
+        let response = app
+            .post(&format!("/auth{query}"))
+            .basic_auth(id, Some(secret))
+            .response()
+            .await;
+        assert_eq!(response.status(), 200, "{id}{query}");
+        header(&response.text().await.unwrap())["alg"].clone()
+    };
+    assert_eq!(token_for("edge", "e-secret", "").await, "EdDSA");
+    assert_eq!(token_for("edge", "e-secret", "?alg=RS256").await, "RS256");
+    assert_eq!(token_for("plain", "p-secret", "").await, "RS256");
+}
+
+#[tokio::test]
+async fn keys_list_shows_each_keys_algorithm_and_rotate_can_name_one() {
+    let app = spawn_with_algorithms("RS256,ES256").await;
+    let (config, _dir) = app.stop().await;
+
+    let list = jwks_server::admin::run(&config, &KeysCommand::List)
+        .await
+        .unwrap();
+    let header_line = list.lines().next().unwrap();
+    assert!(header_line.contains("ALG"), "{list}");
+    for alg in ["RS256", "ES256"] {
+        let rows = list
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(alg));
+        assert_eq!(
+            rows.count(),
+            2,
+            "{alg}: an active and an expired key: {list}"
+        );
+    }
+
+    let out = jwks_server::admin::run(
+        &config,
+        &KeysCommand::Rotate {
+            alg: Some(Alg::Es256),
+        },
+    )
+    .await
+    .unwrap();
+    let created: Vec<&str> = out.lines().filter(|l| l.starts_with("created")).collect();
+    assert_eq!(created.len(), 1, "{out}");
+    assert!(created[0].starts_with("created ES256 ") && created[0].contains("(generation 3)"));
+
+    let err = jwks_server::admin::run(
+        &config,
+        &KeysCommand::Rotate {
+            alg: Some(Alg::EdDsa),
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--alg EdDSA") && err.contains("--algorithms"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_and_keys_are_counted_by_algorithm() {
+    let app = spawn_with_algorithms("RS256,ES256").await;
+    app.token("?alg=ES256").await;
+    app.token("?alg=ES256&expired=true").await;
+    grpc_token(&app, Some("ES256"), false).await.unwrap();
+    let metrics = app.get("/metrics").response().await.text().await.unwrap();
+    for line in [
+        r#"jwks_tokens_signed_total{alg="ES256",kind="valid"} 2"#,
+        r#"jwks_tokens_signed_total{alg="ES256",kind="expired"} 1"#,
+        r#"jwks_algorithm_keys{alg="ES256",state="active"} 1"#,
+        r#"jwks_algorithm_keys{alg="RS256",state="expired"} 1"#,
+        r#"jwks_tokens_issued_total{door="rest",kind="valid"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }

@@ -569,7 +569,9 @@ async fn auth(
         .service
         .issue_token(&request, &caller, Timestamp::now())
         .await?;
-    state.metrics.token_issued(Door::Rest, request.expired);
+    state
+        .metrics
+        .token_issued(Door::Rest, request.expired, issued.alg);
     Ok(token_response(&headers, &issued))
 }
 
