@@ -151,6 +151,13 @@ impl fmt::Debug for ClientRegistry {
 }
 
 impl ClientRegistry {
+    /// Each client that has a default algorithm, with it.
+    pub fn default_algs(&self) -> impl Iterator<Item = (&str, crate::keys::Algorithm)> {
+        self.clients
+            .values()
+            .filter_map(|c| c.alg.map(|alg| (c.id.as_str(), alg)))
+    }
+
     /// Reads a clients file:
     /// `{"clients": [{"id": "…", "secret_hash": "$argon2id$…", "audiences": ["…"]}]}`.
     pub fn load(path: &Path) -> Result<Self, ClientsError> {

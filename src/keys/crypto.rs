@@ -76,15 +76,6 @@ pub const P256: &str = "P-256";
 pub const ED25519: &str = "Ed25519";
 
 impl PublicMembers {
-    /// The JWK `kty` these members belong to.
-    pub fn key_type(&self) -> &'static str {
-        match self {
-            Self::Rsa { .. } => "RSA",
-            Self::Ec { .. } => "EC",
-            Self::Okp { .. } => "OKP",
-        }
-    }
-
     /// RFC 7638 JWK thumbprint (SHA-256, base64url): the members the key type
     /// requires, in lexicographic order, no whitespace (§3.2).
     pub fn thumbprint(&self) -> String {

@@ -528,3 +528,24 @@ async fn tokens_and_keys_are_counted_by_algorithm() {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn a_client_whose_default_alg_the_server_does_not_run_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let clients = json!({"clients": [
+        {"id": "edge", "secret_hash": jwks_server::access::hash_secret("s").unwrap(), "alg": "EdDSA"},
+    ]});
+    std::fs::write(&path, clients.to_string()).unwrap();
+    let mut config = crate::helpers::test_config(dir.path());
+    config.clients_file = Some(path);
+    let err = jwks_server::startup::Application::build(config)
+        .await
+        .err()
+        .expect("the start is refused")
+        .to_string();
+    assert!(
+        err.contains("client edge") && err.contains("EdDSA") && err.contains("RS256"),
+        "{err}"
+    );
+}
