@@ -345,7 +345,7 @@ async fn unknown_repeated_or_out_of_range_settings_are_one_line_and_exit_2() {
 
 /// The fixture: generation 1 expired, 2 active, 3 published (see
 /// tests/fixtures/README.md), RS256 keys sealed by the fixture's KEK.
-const FIXTURE_KIDS: [&str; 3] = [
+pub const FIXTURE_KIDS: [&str; 3] = [
     "WuDOAQSaY3kdC6ZZ4awGrI4ttKOzaoMMSoKfnY_JT_Q",
     "OlvHupfaIs0s05oXYI94kXK9CzxMStSzh-wSXKLINI4",
     "pqPlD_rr-Zok7maqfJxrVenOKPOad7Z78g74x28q4MA",

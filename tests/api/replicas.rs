@@ -717,3 +717,108 @@ async fn replicas_with_two_algorithms_fill_each_slot_once_per_algorithm_through_
     );
     assert!(rotated(&signing_kids), "both rotated: {signing_kids:?}");
 }
+
+/// A PostgreSQL store written by the release before algorithms: the
+/// fixture's rows (tests/fixtures/release-1-store.db) in a database whose
+/// schema stops at that release's migration. Today's store migrates it,
+/// keeps every key as RS256, adds the newly configured algorithm, and rotates.
+#[tokio::test]
+async fn a_postgres_store_written_by_the_release_before_algorithms_opens_and_rotates() {
+    use sqlx::Row;
+    let db = TestDatabase::create().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let migrator = sqlx::migrate::Migrator::new(root.join("migrations/postgres"))
+        .await
+        .unwrap();
+    let mut pg = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    migrator.run_to(1, &mut pg).await.unwrap();
+
+    let fixture = root.join("tests/fixtures/release-1-store.db");
+    let mut old =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", fixture.display()))
+            .await
+            .unwrap();
+    let columns = "generation, kid, published_at, activates_at, retires_at, expires_at, n, e, \
+                   kek_id, nonce, sealed_key";
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {columns} FROM signing_keys")))
+        .fetch_all(&mut old)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO signing_keys ({columns}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        )))
+        .bind(row.get::<i64, _>(0))
+        .bind(row.get::<String, _>(1))
+        .bind(row.get::<i64, _>(2))
+        .bind(row.get::<i64, _>(3))
+        .bind(row.get::<i64, _>(4))
+        .bind(row.get::<i64, _>(5))
+        .bind(row.get::<String, _>(6))
+        .bind(row.get::<String, _>(7))
+        .bind(row.get::<String, _>(8))
+        .bind(row.get::<Vec<u8>, _>(9))
+        .bind(row.get::<Vec<u8>, _>(10))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    }
+    pg.close().await.unwrap();
+
+    let kek = std::fs::read_to_string(root.join("tests/fixtures/release-1-store.kek")).unwrap();
+    let mut policy = Policy::new(
+        Duration::from_secs(15 * 60),
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(10 * 60),
+        Duration::from_secs(10),
+        Duration::from_secs(5 * 60),
+    );
+    policy.algorithms = vec![Algorithm::Rs256, Algorithm::EdDsa];
+    let store: Arc<dyn KeyStore> = Arc::new(SqlStore::connect(&db.url).await.unwrap());
+    let keks = KekRing::new(vec![Kek::from_base64(kek.trim()).unwrap()]).unwrap();
+    let now = Timestamp::now();
+    let service = KeyService::start(
+        store,
+        keks,
+        policy,
+        "http://test".into(),
+        Access::default(),
+        now,
+    )
+    .await
+    .unwrap();
+
+    let fixture_kids = crate::algorithms::FIXTURE_KIDS;
+    let jwks: Value = serde_json::from_slice(&service.jwks(now).json).unwrap();
+    let published = kids(&jwks);
+    assert!(published.contains(&fixture_kids[1].to_owned()), "{jwks}");
+    assert!(published.contains(&fixture_kids[2].to_owned()), "{jwks}");
+    assert_eq!(
+        service
+            .ring()
+            .signer(now)
+            .map(|k| k.meta.kid.clone())
+            .as_deref(),
+        Some(fixture_kids[2])
+    );
+    assert!(service.ring().signer_for(Algorithm::EdDsa, now).is_some());
+
+    let created = service
+        .rotate(jwks_server::keys::policy::Trigger::Operator, now)
+        .await
+        .unwrap();
+    assert!(
+        created
+            .iter()
+            .any(|k| k.alg == Algorithm::Rs256 && k.generation == 4),
+        "{created:?}"
+    );
+    let keys = db.keys().await;
+    for kid in fixture_kids {
+        let key = keys.iter().find(|k| k.meta.kid == kid).expect("kept");
+        assert_eq!(key.meta.alg, Algorithm::Rs256);
+    }
+    assert_one_key_per_slot(&keys);
+}
