@@ -1,6 +1,7 @@
 //! Token issuance: what a caller may ask for ([`TokenRequest`] and its
 //! checks), who may ask (client authentication and rate limits, through the
-//! `Access` bundle), the claims, and the one RSA signature per token.
+//! `Access` bundle), which algorithm signs, the claims, and the one signature
+//! per token.
 //!
 //! Which key signs is the key ring's decision (see `lifecycle`); how a request
 //! arrives and how errors are shown to callers are the transports'.
@@ -77,7 +78,7 @@ struct Claims<'a> {
 
 impl KeyService {
     /// Issues a token for `caller`: validation, access checks (client
-    /// authentication and rate limits, when configured), claims, and one RSA
+    /// authentication and rate limits, when configured), claims, and one
     /// signature.
     ///
     /// # Errors

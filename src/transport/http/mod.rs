@@ -47,7 +47,8 @@ pub use serve::serve;
 #[openapi(
     info(
         title = "jwks-server",
-        description = "Publishes RSA signing keys as a JWKS and issues RS256 JWTs. \
+        description = "Publishes signing keys as a JWKS and issues JWTs (RS256 by default; \
+                       PS256, ES256 and EdDSA with --algorithms). \
                        The same operations are served over gRPC (jwks.v1.KeyService)."
     ),
     paths(
@@ -532,7 +533,8 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
         })
 }
 
-/// Issues a RS256 JWT signed by the active key, or with `expired` one signed
+/// Issues a JWT signed by the active key of the algorithm asked for (`alg`),
+/// or with `expired` one signed
 /// by an expired key with `exp` in the past. Accepts no body, form and JSON
 /// bodies, Basic and Bearer credentials; a username becomes `sub`. The token
 /// comes as text, or as JSON with `Accept: application/json`.
