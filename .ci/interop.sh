@@ -2,7 +2,9 @@
 # Interop check: starts jwks-server on loopback and talks to it with real
 # third-party clients: grpcurl (gRPC, via server reflection), PyJWT's
 # PyJWKClient and requests (REST JWKS and tokens), and, when node and npm are
-# there, the `jose` npm package (createRemoteJWKSet + jwtVerify).
+# there, the `jose` npm package (createRemoteJWKSet + jwtVerify). A second
+# server with --algorithms RS256,PS256,ES256,EdDSA has PyJWT and jose verify a
+# token of each algorithm from both doors and reject the expired one of each.
 #
 #   .ci/interop.sh [path-to-binary]     # default: target/debug/jwks-server
 #
@@ -80,8 +82,12 @@ fi
 # ---- the server --------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jwks-interop.XXXXXX")
 SERVER_PID=
+SERVER2_PID=
 cleanup() {
     local rc=$?
+    if [[ -n $SERVER2_PID ]] && kill -0 "$SERVER2_PID" 2>/dev/null; then
+        kill -KILL "$SERVER2_PID" 2>/dev/null || true
+    fi
     if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 100); do
@@ -372,6 +378,138 @@ EOF
             indent <"$WORK/jose.out"
         fi
     fi
+fi
+
+# ---- every algorithm ------------------------------------------------------------
+# A second server that signs with all four algorithms: PyJWT and jose verify a
+# token of each, from both doors, and reject the expired one of each.
+ALGS=(RS256 PS256 ES256 EdDSA)
+ALG_LIST=$(IFS=,; echo "${ALGS[*]}")
+read -r HTTP2_PORT GRPC2_PORT < <("$PY" - <<'EOF'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()
+EOF
+)
+BASE2=http://127.0.0.1:$HTTP2_PORT
+GADDR2=127.0.0.1:$GRPC2_PORT
+(
+    while read -r var; do
+        [[ $var == JWKS_* ]] && unset "$var"
+    done < <(compgen -e)
+    exec "$BIN" --http-addr "127.0.0.1:$HTTP2_PORT" --grpc-addr "$GADDR2" \
+        --store "sqlite://$WORK/algorithms.db" --log-format json --algorithms "$ALG_LIST"
+) >"$WORK/server-algorithms.log" 2>&1 &
+SERVER2_PID=$!
+up=
+deadline=$((SECONDS + 30))
+while ((SECONDS < deadline)) && kill -0 "$SERVER2_PID" 2>/dev/null; do
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE2/health" 2>/dev/null) == 200 ]]; then
+        up=1
+        break
+    fi
+    sleep 0.2
+done
+if [[ -z $up ]]; then
+    fail "server with --algorithms $ALG_LIST answered 200 on GET /health within 30 s"
+    indent 60 <"$WORK/server-algorithms.log"
+else
+    ok "server with --algorithms $ALG_LIST answered 200 on GET /health"
+    # tokens.json: {"ES256": {"rest": …, "rest_expired": …, "grpc": …, "grpc_expired": …}, …}
+    echo '{}' >"$WORK/tokens.json"
+    grpc_token_of() {
+        gc -d "$1" "$GADDR2" jwks.v1.KeyService/IssueToken 2>&1 |
+            "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])' 2>/dev/null || true
+    }
+    for alg in "${ALGS[@]}"; do
+        rest=$(curl -fsS --max-time 10 -X POST "$BASE2/auth?alg=$alg" || true)
+        rest_expired=$(curl -fsS --max-time 10 -X POST "$BASE2/auth?alg=$alg&expired=true" || true)
+        grpc=$(grpc_token_of "{\"alg\":\"$alg\"}")
+        grpc_expired=$(grpc_token_of "{\"alg\":\"$alg\",\"expired\":true}")
+        "$PY" - "$WORK/tokens.json" "$alg" "$rest" "$rest_expired" "$grpc" "$grpc_expired" <<'EOF'
+import json, sys
+path, alg, *tokens = sys.argv[1:]
+with open(path) as f:
+    all_tokens = json.load(f)
+all_tokens[alg] = dict(zip(["rest", "rest_expired", "grpc", "grpc_expired"], tokens))
+with open(path, "w") as f:
+    json.dump(all_tokens, f)
+EOF
+    done
+    set +e
+    timeout 120 "$PY" "$ROOT/.ci/interop_verify.py" --base-url "$BASE2" --no-summary \
+        --algorithm-tokens "$WORK/tokens.json" 2>&1 | tee "$WORK/verify-algorithms.out"
+    verify_rc=${PIPESTATUS[0]}
+    set -e
+    py_ok=$(grep -c '^ok - ' "$WORK/verify-algorithms.out" || true)
+    py_fail=$(grep -c '^FAIL - ' "$WORK/verify-algorithms.out" || true)
+    PASS=$((PASS + py_ok))
+    FAILED=$((FAILED + py_fail))
+    if [[ $verify_rc != 0 && $py_fail == 0 ]]; then
+        fail "interop_verify.py --algorithm-tokens exited $verify_rc without reporting a failed check"
+    fi
+
+    NODE_DIR=$VENV/node
+    if [[ ${INTEROP_SKIP_NODE:-} == 1 || ! -f $NODE_DIR/node_modules/jose/package.json ]]; then
+        skip "jose (node) per algorithm: jose is not installed or INTEROP_SKIP_NODE=1"
+    else
+        cat >"$NODE_DIR/verify-jose-algorithms.mjs" <<'EOF'
+import { readFileSync } from 'node:fs';
+import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader } from 'jose';
+const [jwksUrl, tokensFile] = process.argv.slice(2);
+const JWKS = createRemoteJWKSet(new URL(jwksUrl), { timeoutDuration: 10000 });
+const tokens = JSON.parse(readFileSync(tokensFile, 'utf8'));
+let failed = 0;
+const ok = (m) => console.log(`ok - ${m}`);
+const fail = (m) => { failed++; console.log(`FAIL - ${m}`); };
+for (const [alg, byDoor] of Object.entries(tokens)) {
+  for (const door of ['rest', 'grpc']) {
+    try {
+      const { protectedHeader } = await jwtVerify(byDoor[door], JWKS, { algorithms: [alg], typ: 'JWT' });
+      ok(`jose: ${alg} token from ${door} verifies (kid ${protectedHeader.kid})`);
+    } catch (e) { fail(`jose: ${alg} token from ${door} verifies: ${e.code ?? ''} ${e.message}`); }
+    const expired = byDoor[`${door}_expired`];
+    try {
+      await jwtVerify(expired, JWKS, { algorithms: [alg] });
+      fail(`jose: the expired ${alg} token from ${door} is REJECTED (it verified)`);
+    } catch (e) {
+      if (e.code === 'ERR_JWKS_NO_MATCHING_KEY' && decodeProtectedHeader(expired).alg === alg) {
+        ok(`jose: the expired ${alg} token from ${door} is REJECTED (${e.code})`);
+      } else {
+        fail(`jose: the expired ${alg} token from ${door} is REJECTED for its unknown kid (got ${e.code ?? ''} ${e.message})`);
+      }
+    }
+  }
+}
+process.exit(failed ? 1 : 0);
+EOF
+        set +e
+        timeout 60 node "$NODE_DIR/verify-jose-algorithms.mjs" "$BASE2/.well-known/jwks.json" \
+            "$WORK/tokens.json" 2>&1 | tee "$WORK/jose-algorithms.out"
+        jose_rc=${PIPESTATUS[0]}
+        set -e
+        js_ok=$(grep -c '^ok - ' "$WORK/jose-algorithms.out" || true)
+        js_fail=$(grep -c '^FAIL - ' "$WORK/jose-algorithms.out" || true)
+        PASS=$((PASS + js_ok))
+        FAILED=$((FAILED + js_fail))
+        if [[ $jose_rc != 0 && $js_fail == 0 ]]; then
+            fail "jose (node) per algorithm exited $jose_rc without reporting a failed check"
+        fi
+    fi
+fi
+if kill -0 "$SERVER2_PID" 2>/dev/null; then
+    kill -TERM "$SERVER2_PID" 2>/dev/null || true
+    wait "$SERVER2_PID" 2>/dev/null || true
+fi
+if grep -q '"level":"ERROR"' "$WORK/server-algorithms.log"; then
+    fail "server with every algorithm logged no ERROR"
+    grep '"level":"ERROR"' "$WORK/server-algorithms.log" | indent 20
 fi
 
 # ---- the server stayed healthy -------------------------------------------------

@@ -56,12 +56,15 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+# The members RFC 7638 hashes, by key type (RFC 7638 3.2, RFC 8037 2).
+THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+# kty and crv of each algorithm's keys.
+ALGORITHM_KEYS = {"RS256": ("RSA", None), "PS256": ("RSA", None), "ES256": ("EC", "P-256"), "EdDSA": ("OKP", "Ed25519")}
+
+
 def rfc7638_thumbprint(jwk: dict) -> str:
-    canonical = json.dumps(
-        {"e": jwk["e"], "kty": jwk["kty"], "n": jwk["n"]},
-        separators=(",", ":"),
-        sort_keys=True,
-    )
+    members = THUMBPRINT_MEMBERS[jwk["kty"]]
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
     return b64url_encode(hashlib.sha256(canonical.encode()).digest())
 
 
@@ -88,6 +91,69 @@ class Runner:
         return True
 
 
+def check_algorithms(base: str, tokens_file: str) -> Runner:
+    """PyJWT verifies a token of each algorithm from each door against the
+    JWKS, and rejects the expired one of each (its kid is not published)."""
+    r = Runner()
+    tokens: dict[str, dict[str, str]] = grpc_answer(tokens_file)
+    jwks_url = f"{base}/.well-known/jwks.json"
+    state: dict[str, Any] = {}
+
+    def fetch() -> str:
+        resp = requests.get(jwks_url, timeout=HTTP_TIMEOUT)
+        expect(resp.status_code == 200, f"status {resp.status_code}")
+        state["keys"] = resp.json()["keys"]
+        algs = sorted({k["alg"] for k in state["keys"]})
+        expect(algs == sorted(tokens), f"JWKS algorithms {algs} != {sorted(tokens)}")
+        return f"{len(state['keys'])} key(s): {', '.join(algs)}"
+
+    r.run("requests: the JWKS of a server running every algorithm has keys of each", fetch)
+    keys: list[dict] = state.get("keys", [])
+
+    def members() -> str:
+        expect(keys, "no keys to check")
+        for key in keys:
+            kty, crv = ALGORITHM_KEYS[key["alg"]]
+            expect(key["kty"] == kty and key.get("crv") == crv, f"kid {key['kid']}: {key}")
+            allowed = {"kty", "use", "alg", "kid", *THUMBPRINT_MEMBERS[kty]}
+            expect(set(key) == allowed, f"kid {key['kid']} has members {sorted(key)}")
+            expect(key["kid"] == rfc7638_thumbprint(key), f"kid {key['kid']} is not its RFC 7638 thumbprint")
+        return None
+
+    r.run("every JWK has exactly its type's public members and its RFC 7638 thumbprint as kid", members)
+    client = PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=300, timeout=HTTP_TIMEOUT)
+    published = {k["kid"] for k in keys}
+    for alg, by_door in tokens.items():
+        for door in ("rest", "grpc"):
+
+            def valid(token: str = by_door[door], alg: str = alg) -> str:
+                header = jwt.get_unverified_header(token)
+                expect(header.get("alg") == alg and header.get("typ") == "JWT", f"header {header}")
+                if alg == "ES256":
+                    sig = b64url_decode(token.rsplit(".", 1)[1])
+                    expect(len(sig) == 64, f"ES256 signature is {len(sig)} bytes, not R||S (64)")
+                key = client.get_signing_key_from_jwt(token)
+                claims = jwt.decode(token, key.key, algorithms=[alg], options={"require": REQUIRED_CLAIMS})
+                return f"kid {header['kid']}, sub {claims['sub']}"
+
+            r.run(f"PyJWT: {alg} token from {door} verifies against the JWKS", valid)
+
+            def expired(token: str = by_door[f"{door}_expired"], alg: str = alg) -> str:
+                header = jwt.get_unverified_header(token)
+                claims = jwt.decode(token, options={"verify_signature": False})
+                expect(header.get("alg") == alg, f"header {header}")
+                expect(header.get("kid") not in published, f"its kid {header.get('kid')} IS in the JWKS")
+                expect(claims["exp"] < int(time.time()), f"exp {claims['exp']} is not in the past")
+                try:
+                    client.get_signing_key_from_jwt(token)
+                except PyJWKClientError:
+                    return f"kid {header['kid']} absent from the JWKS -> PyJWKClientError"
+                raise CheckFailed("PyJWKClient found a signing key for it")
+
+            r.run(f"PyJWT: the expired {alg} token from {door} is REJECTED", expired)
+    return r
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", required=True, help="http://HOST:PORT of the REST API")
@@ -98,8 +164,18 @@ def main() -> int:
         help='grpcurl output of IssueToken {"subject":"alice","audience":["svc"],"lifetimeSeconds":60}',
     )
     parser.add_argument("--grpc-expired-token", help='grpcurl output of IssueToken {"expired":true}')
+    parser.add_argument(
+        "--algorithm-tokens",
+        help="JSON {ALG: {rest, rest_expired, grpc, grpc_expired}} from a server running every "
+        "algorithm: check only those (each verifies, each expired one is rejected)",
+    )
     parser.add_argument("--no-summary", action="store_true", help="omit the closing summary line")
     args = parser.parse_args()
+    if args.algorithm_tokens:
+        r = check_algorithms(args.base_url.rstrip("/"), args.algorithm_tokens)
+        if not args.no_summary:
+            print(f"{r.passed} passed, {r.failed} failed")
+        return 1 if r.failed else 0
 
     base = args.base_url.rstrip("/")
     jwks_url = f"{base}/.well-known/jwks.json"

@@ -96,6 +96,9 @@ struct Args {
     /// Stop after this many requests, whatever the duration.
     #[arg(long, default_value_t = 20_000_000)]
     max_requests: u64,
+    /// The algorithm `issue` asks for (IssueTokenRequest.alg); default: the server's first.
+    #[arg(long)]
+    alg: Option<String>,
     /// Runtime worker threads (default: the CPUs this process may run on).
     #[arg(long)]
     threads: Option<usize>,
@@ -178,14 +181,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let etag = match args.rpc {
         Rpc::JwksEtag => {
             let mut tonic = Client::connect(ClientKind::Tonic, args.addr).await?;
-            match tonic.call(Rpc::Jwks, &Call::new(Rpc::Jwks, "")).await {
+            match tonic.call(Rpc::Jwks, &Call::new(Rpc::Jwks, "", None)).await {
                 Ok(Answer::Jwks(jwks)) => jwks.etag,
                 _ => return Err("cannot read the current etag".into()),
             }
         }
         _ => String::new(),
     };
-    let call = Call::new(args.rpc, &etag);
+    let call = Call::new(args.rpc, &etag, args.alg.clone());
 
     let duration = Duration::from_secs_f64(args.duration.min(600.0));
     let per_worker = (args.max_requests / args.concurrency as u64).max(1);
@@ -270,9 +273,10 @@ struct Call {
 }
 
 impl Call {
-    fn new(rpc: Rpc, etag: &str) -> Self {
+    fn new(rpc: Rpc, etag: &str, alg: Option<String>) -> Self {
         let issue = IssueTokenRequest {
             expired: rpc == Rpc::IssueExpired,
+            alg,
             ..IssueTokenRequest::default()
         };
         let jwks = GetJwksRequest {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Load-tests jwks-server on this machine and sets it against the machine's own
-# limits: openssl's one-core RSA-2048 sign rate for token issuance, and nginx
-# (one worker) serving the same JWKS bytes as a static file for the JWKS.
+# limits: for token issuance, the combined limit of one signature and serving a
+# small response, 1 / (1/sign_rate + 1/nginx_rate), with openssl's one-core sign
+# rate of each algorithm (rsa2048, rsa3072, rsa4096, ecdsap256, ed25519) and
+# nginx (one worker) serving the same JWKS bytes as a static file, both
+# measured in the same run; nginx is also the limit for the JWKS.
 #
 #   benches/load.sh                          # 10 s runs, median of 3 (~8 min)
 #   DURATION=2 REPEATS=1 benches/load.sh     # quick look (under a minute after the build)
@@ -32,6 +35,13 @@
 #                waiting and repeating stops after WAIT_BUDGET s in total
 #   ONLY=""      run only these scenarios (names as in the runs' progress lines,
 #                plus openssl and nginx), e.g. ONLY="openssl rest_auth grpc_issue"
+#   ALGORITHMS=RS256,PS256,ES256,EdDSA   the server's --algorithms; each gets
+#                rest_auth_ALG and grpc_issue_ALG (lower case; RS256 is rest_auth
+#                and grpc_issue), and RS256 with 3072- and 4096-bit keys
+#                rest_auth_rs3072, grpc_issue_rs3072, rest_auth_rs4096, grpc_issue_rs4096
+#   OPENSSL_SECONDS=5   seconds of `openssl speed` per algorithm
+#   PROFILE=release     dev: reuse the debug build, to check the script quickly
+#                (its numbers mean nothing)
 #
 # Needs: cargo, wrk, nginx, openssl, curl, taskset (util-linux), pgrep (procps),
 # ss (iproute2); the missing ones but cargo are installed with apt-get. Everything listens on
@@ -60,10 +70,13 @@ BUSY_LIMIT=${BUSY_LIMIT:-10}
 BUSY_RETRIES=${BUSY_RETRIES:-2}
 IDLE_WAIT=${IDLE_WAIT:-60}
 WAIT_BUDGET=${WAIT_BUDGET:-900}
+ALGORITHMS=${ALGORITHMS:-RS256,PS256,ES256,EdDSA}
+OPENSSL_SECONDS=${OPENSSL_SECONDS:-5}
+PROFILE=${PROFILE:-release}
 export WRK_STRICT
 
-# The targets of issue #7.
-ISSUE_VS_OPENSSL=0.90 # token issuance (REST and gRPC) against openssl's one-core sign rate
+# The targets of issues #7 and #13.
+ISSUE_VS_OPENSSL=0.90 # token issuance (REST and gRPC) against the combined limit of its algorithm
 JWKS_VS_NGINX=1.0     # REST JWKS against nginx's static file
 GRPC_VS_REST=0.8      # gRPC GetJwks against REST JWKS
 TAIL_FACTOR=4         # p99 below this many times p50
@@ -80,7 +93,7 @@ die() {
 }
 say() { echo "== $*" >&2; }
 
-case "$DURATION$REPEATS$CONNECTIONS$BUSY_LIMIT$BUSY_RETRIES$IDLE_WAIT$WAIT_BUDGET" in
+case "$DURATION$REPEATS$CONNECTIONS$BUSY_LIMIT$BUSY_RETRIES$IDLE_WAIT$WAIT_BUDGET$OPENSSL_SECONDS" in
 *[!0-9]*) die "DURATION, REPEATS, CONNECTIONS and the BUSY/WAIT settings must be whole numbers" ;;
 esac
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "DURATION must be 1..600 seconds"
@@ -151,13 +164,20 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# start_server CPUS LOGS: LOGS is "quiet" (RUST_LOG=warn) or "info" (the default).
+# start_server CPUS LOGS [RSA_BITS]: LOGS is "quiet" (RUST_LOG=warn) or "info"
+# (the default). The server runs $ALGORITHMS; with RSA_BITS, RS256 alone with
+# keys of that size, on a store of its own.
 start_server() {
-    local cpus=$1 logs=$2 env=(RUST_LOG=warn)
+    local cpus=$1 logs=$2 bits=${3:-} env=(RUST_LOG=warn)
+    local keys=(--algorithms "$ALGORITHMS") store="$WORK/jwks.db"
     [ "$logs" = info ] && env=(RUST_LOG=info)
+    if [ -n "$bits" ]; then
+        keys=(--algorithms RS256 --rsa-key-bits "$bits")
+        store="$WORK/jwks-rs$bits.db"
+    fi
     env "${env[@]}" taskset -c "$cpus" "$BIN" \
         --http-addr "$HOST:$HTTP_PORT" --grpc-addr "$HOST:$GRPC_PORT" \
-        --store "sqlite://$WORK/jwks.db" --drain-timeout 2s \
+        --store "sqlite://$store" --drain-timeout 2s "${keys[@]}" \
         >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 300); do
@@ -297,11 +317,12 @@ wrk_run() { # wrk_run NAME CPUS URL [VAR=VALUE...]: one wrk run of $DURATION s
         wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 2s --latency -s "$LUA" "$url"
 }
 
-grpc_run() { # grpc_run NAME CPUS RPC: one grpc_load run of $DURATION s
-    local name=$1 cpus=$2 rpc=$3
+grpc_run() { # grpc_run NAME CPUS RPC [ALG]: one grpc_load run of $DURATION s
+    local name=$1 cpus=$2 rpc=$3 alg=()
+    [ -n "${4:-}" ] && alg=(--alg "$4")
     measure "$TARGET_PID" "$name" taskset -c "$cpus" "$GEN" --addr "$HOST:$GRPC_PORT" \
         --rpc "$rpc" --client "$GRPC_CLIENT" --connections "$CONNECTIONS" --concurrency "$CONNECTIONS" \
-        --duration "$DURATION" --threads 1
+        --duration "$DURATION" --threads 1 "${alg[@]}"
 }
 
 # --- scenarios ----------------------------------------------------------------
@@ -354,13 +375,15 @@ repeat_runs() {
 
 # scenario NAME LABEL SERVER_CPUS LOAD_CPUS LOGS KIND ARGS...
 #   KIND rest: ARGS = PATH EXPECTED_STATUS [VAR=VALUE...] for the Lua script
-#   KIND grpc: ARGS = RPC (see grpc_load --help)
+#   KIND grpc: ARGS = RPC [ALG] (see grpc_load --help)
+# RSA_BITS set: the server signs RS256 with keys of that size (see start_server).
+RSA_BITS=""
 scenario() {
     local name=$1 label=$2 server_cpus=$3 load_cpus=$4 logs=$5 kind=$6
     shift 6
     want "$name" || return 0
     say "$label (server on cpu $server_cpus, load on cpu $load_cpus, $logs logs)"
-    start_server "$server_cpus" "$logs"
+    start_server "$server_cpus" "$logs" "$RSA_BITS"
     TARGET_PID=$SERVER_PID
     if [ "$kind" = rest ]; then
         local path=$1 expect=$2
@@ -371,7 +394,7 @@ scenario() {
         repeat_runs "$name" wrk_run "$name" "$load_cpus" "http://$HOST:$HTTP_PORT$path" \
             WRK_EXPECT="$expect" "$@"
     else
-        repeat_runs "$name" grpc_run "$name" "$load_cpus" "$1"
+        repeat_runs "$name" grpc_run "$name" "$load_cpus" "$1" "${2:-}"
     fi
     local rss
     rss=$(peak_rss_kb "$SERVER_PID")
@@ -456,11 +479,30 @@ EOF
     summarise "$name" "$label" "$rss"
 }
 
+# openssl_sign_rate NAME: one core's sign/s for NAME (rsa2048, rsa3072,
+# rsa4096, ecdsap256, ed25519). The sign/s column is the last but one of each
+# result line (OpenSSL 3.0).
 openssl_sign_rate() {
-    say "openssl speed -seconds 5 rsa2048 (cpu $SERVER_CPU)"
+    local name=$1 pattern
+    case $name in
+    rsa*) pattern="^rsa ${name#rsa} bits" ;;
+    ecdsap256) pattern="ecdsa .nistp256." ;;
+    ed25519) pattern="EdDSA .Ed25519." ;;
+    *) die "no openssl pattern for $name" ;;
+    esac
+    say "openssl speed -seconds $OPENSSL_SECONDS $name (cpu $SERVER_CPU)"
     wait_idle
-    taskset -c "$SERVER_CPU" openssl speed -seconds 5 rsa2048 2>/dev/null |
-        awk '/^rsa 2048 bits/ { print $(NF - 1) }'
+    taskset -c "$SERVER_CPU" openssl speed -seconds "$OPENSSL_SECONDS" "$name" 2>/dev/null |
+        awk -v p="$pattern" '$0 ~ p { print $(NF - 1) }'
+}
+
+# limit SIGN_RATE NGINX_RATE: the combined limit 1 / (1/sign + 1/nginx), or
+# the sign rate alone without nginx's, or nothing without either.
+limit() {
+    awk -v s="${1:-}" -v n="${2:-}" 'BEGIN {
+        if (s == "" || s <= 0) exit
+        if (n == "" || n <= 0) { printf "%.0f", s; exit }
+        printf "%.0f", 1 / (1 / s + 1 / n) }'
 }
 
 # --- the run ------------------------------------------------------------------
@@ -473,13 +515,18 @@ for port in "$HTTP_PORT" "$GRPC_PORT" "$NGINX_PORT"; do
     port_free "$port" || die "port $port is in use; set HTTP_PORT, GRPC_PORT or NGINX_PORT"
 done
 
-say "building (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin jwks-server)
+case $PROFILE in
+release) profile_args=(--release) profile_dir=release ;;
+dev) profile_args=() profile_dir=debug ;;
+*) die "PROFILE must be release or dev" ;;
+esac
+say "building ($PROFILE)"
+(cd "$ROOT" && cargo build "${profile_args[@]}" --quiet --bin jwks-server)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN="$TARGET_DIR/release/jwks-server"
+BIN="$TARGET_DIR/$profile_dir/jwks-server"
 # The load generator is a bench target (benches/grpc_load.rs): cargo gives its
 # binary a hashed name under deps/, and tells where in its JSON messages.
-GEN=$(cd "$ROOT" && cargo build --release --quiet --bench grpc_load --message-format=json |
+GEN=$(cd "$ROOT" && cargo build "${profile_args[@]}" --quiet --bench grpc_load --message-format=json |
     sed -n 's/.*"executable":"\([^"]*grpc_load[^"]*\)".*/\1/p' | tail -n 1)
 [ -n "$GEN" ] && [ -x "$GEN" ] || die "could not build the load generator (benches/grpc_load.rs)"
 
@@ -498,11 +545,21 @@ ETAG=$(curl -sfI "http://$HOST:$HTTP_PORT/.well-known/jwks.json" |
 [ -n "$ETAG" ] || die "the JWKS response has no ETag"
 stop_server
 
-OPENSSL_SIGNS=""
+# One core's sign rate of each algorithm's key type, in the same run.
+declare -A SIGNS
 if want openssl; then
-    OPENSSL_SIGNS=$(openssl_sign_rate)
-    [ -n "$OPENSSL_SIGNS" ] || die "could not read openssl's sign rate"
+    for kind in rsa2048 rsa3072 rsa4096 ecdsap256 ed25519; do
+        SIGNS[$kind]=$(openssl_sign_rate "$kind")
+        [ -n "${SIGNS[$kind]}" ] || die "could not read openssl's $kind sign rate"
+    done
 fi
+OPENSSL_SIGNS=${SIGNS[rsa2048]:-}
+# The openssl measure of each algorithm's keys.
+declare -A SIGN_KIND=([RS256]=rsa2048 [PS256]=rsa2048 [ES256]=ecdsap256 [EdDSA]=ed25519)
+IFS=, read -r -a ALG_LIST <<<"$ALGORITHMS"
+for alg in "${ALG_LIST[@]}"; do
+    [ -n "${SIGN_KIND[$alg]:-}" ] || die "ALGORITHMS: unknown algorithm $alg"
+done
 
 one=$SERVER_CPU
 load=$LOAD_CPU
@@ -512,6 +569,18 @@ scenario rest_jwks "GET jwks.json" "$one" "$load" quiet rest /.well-known/jwks.j
 scenario rest_jwks_inm "GET jwks.json If-None-Match" "$one" "$load" quiet rest /.well-known/jwks.json 304 WRK_IF_NONE_MATCH="$ETAG"
 scenario grpc_issue "gRPC IssueToken" "$one" "$load" quiet grpc issue
 scenario grpc_jwks "gRPC GetJwks" "$one" "$load" quiet grpc jwks
+# Token issuance per algorithm (RS256, the server's first, is rest_auth above).
+for alg in "${ALG_LIST[@]}"; do
+    [ "$alg" = RS256 ] && continue
+    lower=$(echo "$alg" | tr '[:upper:]' '[:lower:]')
+    scenario "rest_auth_$lower" "POST /auth?alg=$alg" "$one" "$load" quiet rest "/auth?alg=$alg" 200 WRK_METHOD=POST
+    scenario "grpc_issue_$lower" "gRPC IssueToken $alg" "$one" "$load" quiet grpc issue "$alg"
+done
+for RSA_BITS in 3072 4096; do
+    scenario "rest_auth_rs$RSA_BITS" "POST /auth RS256 RSA-$RSA_BITS" "$one" "$load" quiet rest /auth 200 WRK_METHOD=POST
+    scenario "grpc_issue_rs$RSA_BITS" "gRPC IssueToken RS256 RSA-$RSA_BITS" "$one" "$load" quiet grpc issue
+done
+RSA_BITS=""
 nginx_scenario
 if [ "$LOGGED" = 1 ]; then
     scenario rest_auth_info "POST /auth, info logs" "$one" "$load" info rest /auth 200 WRK_METHOD=POST
@@ -563,18 +632,37 @@ row() {
 
 NGINX_RPS=${RPS[nginx]:-}
 REST_JWKS_RPS=${RPS[rest_jwks]:-}
+# The combined limit of each algorithm: one signature plus serving a small response.
+declare -A LIMIT
+for kind in rsa2048 rsa3072 rsa4096 ecdsap256 ed25519; do
+    LIMIT[$kind]=$(limit "${SIGNS[$kind]:-}" "$NGINX_RPS")
+done
 echo
 echo "jwks-server load test: ${DURATION} s runs, median of ${REPEATS}, ${CONNECTIONS} connections;" \
     "server on cpu ${SERVER_CPU}, load generator on cpu ${LOAD_CPU} (unless marked 2 cores)"
-echo "limits on this machine: openssl speed rsa2048: ${OPENSSL_SIGNS:-(not run)} signs/s on one core;" \
-    "nginx, 1 worker, the same JWKS as a static file: ${NGINX_RPS:-(not run)} req/s"
+echo "limits on this machine: nginx, 1 worker, the same JWKS as a static file: ${NGINX_RPS:-(not run)} req/s;" \
+    "openssl speed, signs/s on one core, and the combined limit 1 / (1/sign + 1/nginx):"
+for kind in rsa2048 rsa3072 rsa4096 ecdsap256 ed25519; do
+    echo "  $kind: ${SIGNS[$kind]:-(not run)} signs/s, combined ${LIMIT[$kind]:-(not run)}/s"
+done
 echo
 printf "%-28s %9s %9s %7s %7s %7s %6s %6s %6s %6s %6s  %-18s %-7s %s\n" \
     scenario "req/s" "per core" "p50 ms" "p99 ms" p99/p50 errors "RSS MB" server load others \
     "against" target verdict
-row rest_auth "$OPENSSL_SIGNS" openssl "$ISSUE_VS_OPENSSL"
-row rest_auth_expired "$OPENSSL_SIGNS" openssl "$ISSUE_VS_OPENSSL"
-row grpc_issue "$OPENSSL_SIGNS" openssl "$ISSUE_VS_OPENSSL"
+row rest_auth "${LIMIT[rsa2048]}" "limit rsa2048" "$ISSUE_VS_OPENSSL"
+row rest_auth_expired "${LIMIT[rsa2048]}" "limit rsa2048" "$ISSUE_VS_OPENSSL"
+row grpc_issue "${LIMIT[rsa2048]}" "limit rsa2048" "$ISSUE_VS_OPENSSL"
+for alg in "${ALG_LIST[@]}"; do
+    [ "$alg" = RS256 ] && continue
+    lower=$(echo "$alg" | tr '[:upper:]' '[:lower:]')
+    kind=${SIGN_KIND[$alg]}
+    row "rest_auth_$lower" "${LIMIT[$kind]}" "limit $kind" "$ISSUE_VS_OPENSSL"
+    row "grpc_issue_$lower" "${LIMIT[$kind]}" "limit $kind" "$ISSUE_VS_OPENSSL"
+done
+for bits in 3072 4096; do
+    row "rest_auth_rs$bits" "${LIMIT[rsa$bits]}" "limit rsa$bits" "$ISSUE_VS_OPENSSL"
+    row "grpc_issue_rs$bits" "${LIMIT[rsa$bits]}" "limit rsa$bits" "$ISSUE_VS_OPENSSL"
+done
 row rest_jwks "$NGINX_RPS" nginx "$JWKS_VS_NGINX"
 row rest_jwks_inm "$NGINX_RPS" nginx ""
 row grpc_jwks "$REST_JWKS_RPS" "REST JWKS" "$GRPC_VS_REST"
@@ -590,7 +678,7 @@ one fully busy core would serve. server, load, others: CPU of the server (nginx'
 worker on its row), the load generator and everything else on the machine in that
 run, in % of one core; "others" above a few % means a busy machine and low numbers.
 load-bound: the load generator saturated its core before the server did.
-Targets (issue #7): issuance >= ${ISSUE_VS_OPENSSL}x openssl, REST JWKS >= ${JWKS_VS_NGINX}x nginx,
+Targets (issues #7, #13): issuance >= ${ISSUE_VS_OPENSSL}x the combined limit of its algorithm, REST JWKS >= ${JWKS_VS_NGINX}x nginx,
 gRPC GetJwks >= ${GRPC_VS_REST}x REST JWKS, p99 < ${TAIL_FACTOR}x p50, no errors,
 RSS < ${RSS_LIMIT_MB} MB, two cores >= ${TWO_CORE_GAIN}x one (the load generator shares those cores).
 targets missed: $MISSED

@@ -16,6 +16,11 @@
 //!   (what it does to throughput and to other requests under load is for
 //!   `benches/load.sh` to show).
 //!
+//! - `alg/NAME/aws_lc_rs_bare` and `alg/NAME/sign_jwt`, for RS256 (RSA-2048,
+//!   3072 and 4096), PS256, ES256 and EdDSA: the same floor and the same
+//!   `sign_jwt`, per algorithm, to compare with `openssl speed rsa2048 rsa3072
+//!   rsa4096 ecdsap256 ed25519`.
+//!
 //! Each group reports throughput as elements (signatures) per second, to
 //! compare with `openssl speed rsa2048`'s signs/s.
 
@@ -30,11 +35,17 @@ use std::{
 
 use aws_lc_rs::{
     rand::SystemRandom,
-    signature::{RSA_PKCS1_SHA256, RsaKeyPair},
+    signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256,
+        RSA_PSS_SHA256, RsaKeyPair,
+    },
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jwks_server::{
-    access::Caller, keys::crypto::SigningKey, service::TokenRequest, time::Timestamp,
+    access::Caller,
+    keys::{Algorithm, algorithm::RsaKeySize, crypto::SigningKey},
+    service::TokenRequest,
+    time::Timestamp,
 };
 
 use common::{Fixture, multi_thread_runtime, typical_request};
@@ -142,11 +153,74 @@ fn signing(c: &mut Criterion) {
     group.finish();
 }
 
+/// Per algorithm: one bare aws-lc-rs signature of the signing input against
+/// our `sign_jwt` of the same claims, keys parsed once from our own PKCS#8.
+fn algorithms(c: &mut Criterion) {
+    let cases = [
+        ("RS256", Algorithm::Rs256, RsaKeySize::Bits2048),
+        ("RS256-3072", Algorithm::Rs256, RsaKeySize::Bits3072),
+        ("RS256-4096", Algorithm::Rs256, RsaKeySize::Bits4096),
+        ("PS256", Algorithm::Ps256, RsaKeySize::Bits2048),
+        ("ES256", Algorithm::Es256, RsaKeySize::Bits2048),
+        ("EdDSA", Algorithm::EdDsa, RsaKeySize::Bits2048),
+    ];
+    let rng = SystemRandom::new();
+    let mut group = c.benchmark_group("alg");
+    group.throughput(Throughput::Elements(1));
+    for (name, alg, size) in cases {
+        let key = SigningKey::generate_for(alg, size).expect("a key");
+        let der = key.to_pkcs8_der().expect("PKCS#8 DER");
+        let token = key.sign_jwt(CLAIMS).expect("a token");
+        let (signing_input, _) = token.rsplit_once('.').expect("three segments");
+        let input = signing_input.as_bytes().to_vec();
+        let mut bare: Box<dyn FnMut() + '_> = match alg {
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                let pair = RsaKeyPair::from_pkcs8(&der).expect("the same key");
+                let padding: &'static dyn aws_lc_rs::signature::RsaEncoding =
+                    if alg == Algorithm::Ps256 {
+                        &RSA_PSS_SHA256
+                    } else {
+                        &RSA_PKCS1_SHA256
+                    };
+                let mut signature = vec![0u8; pair.public_modulus_len()];
+                let input = input.clone();
+                let rng = &rng;
+                Box::new(move || {
+                    pair.sign(padding, rng, black_box(&input), &mut signature)
+                        .expect("signature");
+                    black_box(&signature);
+                })
+            }
+            Algorithm::Es256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                    .expect("the same key");
+                let input = input.clone();
+                let rng = &rng;
+                Box::new(move || {
+                    black_box(pair.sign(rng, black_box(&input)).expect("signature"));
+                })
+            }
+            Algorithm::EdDsa => {
+                let pair = Ed25519KeyPair::from_pkcs8(&der).expect("the same key");
+                let input = input.clone();
+                Box::new(move || {
+                    black_box(pair.sign(black_box(&input)));
+                })
+            }
+        };
+        group.bench_function(format!("{name}/aws_lc_rs_bare"), |b| b.iter(&mut bare));
+        group.bench_function(format!("{name}/sign_jwt"), |b| {
+            b.iter(|| key.sign_jwt(black_box(CLAIMS)).expect("token"));
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = signing
+    targets = signing, algorithms
 }
 criterion_main!(benches);

@@ -7,7 +7,7 @@ use std::{collections::HashMap, fmt::Write as _, sync::Arc};
 
 use crate::{
     config::{Config, KeysCommand},
-    keys::{KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
+    keys::{Algorithm, KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
     service::{Unopenable, open_stored},
     startup::{StartupError, load_keks, open_existing_store, start_service_on_existing_store},
     store::{KeyStore, RemoveOutcome, StoreError},
@@ -54,18 +54,24 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
             let metas: Vec<KeyMeta> = keys.into_iter().map(|k| k.meta).collect();
             Ok(render_table(&metas, &readability, now))
         }
-        KeysCommand::Rotate => {
+        KeysCommand::Rotate { alg } => {
+            if let Some(alg) = alg.filter(|alg| !config.algorithms.0.contains(alg)) {
+                return Err(StartupError::Serve(format!(
+                    "--alg {alg} is not one of --algorithms ({}); add it there to rotate it",
+                    Algorithm::list(&config.algorithms.0)
+                )));
+            }
             let service = start_service_on_existing_store(config).await?;
             let created = service
-                .rotate(Trigger::Operator, now)
+                .rotate_algorithms(Trigger::Operator, now, alg.as_slice())
                 .await
                 .map_err(|e| StartupError::Serve(e.chain()))?;
             let mut out = String::new();
             for key in &created {
                 let _ = writeln!(
                     out,
-                    "created {} (generation {}): published now, signs from {}",
-                    key.kid, key.generation, key.activates_at
+                    "created {} {} (generation {}): published now, signs from {}",
+                    key.alg, key.kid, key.generation, key.activates_at
                 );
             }
             let mut metas: Vec<KeyMeta> = service
@@ -175,10 +181,18 @@ pub fn hash_secret_from_stdin() -> Result<String, StartupError> {
 
 fn render_table(keys: &[KeyMeta], readability: &Readability, now: Timestamp) -> String {
     let mut sorted: Vec<&KeyMeta> = keys.iter().collect();
-    sorted.sort_by(|a, b| KeyMeta::newest_first(a, b));
+    sorted.sort_by(|a, b| a.alg.cmp(&b.alg).then(KeyMeta::newest_first(a, b)));
     let mut out = format!(
-        "{:<44} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20} {}\n",
-        "KID", "GEN", "STATE", "PUBLISHED", "SIGNS FROM", "SIGNS UNTIL", "EXPIRES", "PRIVATE KEY"
+        "{:<44} {:<5} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20} {}\n",
+        "KID",
+        "ALG",
+        "GEN",
+        "STATE",
+        "PUBLISHED",
+        "SIGNS FROM",
+        "SIGNS UNTIL",
+        "EXPIRES",
+        "PRIVATE KEY"
     );
     for key in sorted {
         let private = match readability {
@@ -190,8 +204,9 @@ fn render_table(keys: &[KeyMeta], readability: &Readability, now: Timestamp) -> 
         };
         let _ = writeln!(
             out,
-            "{:<44} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20} {private}",
+            "{:<44} {:<5} {:>4} {:<9} {:<20} {:<20} {:<20} {:<20} {private}",
             key.kid,
+            key.alg.as_str(),
             key.generation,
             state_of(key, keys, now).as_str(),
             key.published_at.to_string(),

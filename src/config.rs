@@ -8,9 +8,16 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::keys::policy::{Policy, PolicyError};
+use crate::keys::{
+    algorithm::{Algorithm, RsaKeySize},
+    policy::{Policy, PolicyError},
+};
 /// Where `--store` points; the type lives with the store (see [`crate::store::StoreUrl`]).
 pub use crate::store::StoreUrl;
+
+/// `--algorithms`: a non-empty list without repeats, the default first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Algorithms(pub Vec<Algorithm>);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,9 +51,14 @@ pub enum Command {
 pub enum KeysCommand {
     /// List every key with its state and times.
     List,
-    /// Create the next key now. It is published at once and signs after
-    /// --publish-ahead; running servers pick it up within --reload-every.
-    Rotate,
+    /// Create the next key now, of every configured algorithm or of one. It
+    /// is published at once and signs after --publish-ahead; running servers
+    /// pick it up within --reload-every.
+    Rotate {
+        /// Rotate only this algorithm (one of --algorithms); default: all.
+        #[arg(long, value_parser = bounds::algorithm)]
+        alg: Option<Algorithm>,
+    },
     /// Re-seal every key under the first configured KEK (after adding a new one).
     Reseal,
     /// Delete one key from the store (for example an expired key whose row is
@@ -140,6 +152,17 @@ pub struct Config {
     /// How many expired keys to keep for `expired=true` tokens (1 to 10000).
     #[arg(long, env = "JWKS_KEEP_EXPIRED", default_value_t = 3, value_parser = bounds::keep_expired, global = true)]
     pub keep_expired: usize,
+
+    /// The algorithms that sign, comma-separated: RS256, PS256, ES256 (P-256),
+    /// EdDSA (Ed25519). Each has its own keys; the first signs requests that
+    /// name none.
+    #[arg(long, env = "JWKS_ALGORITHMS", default_value = "RS256", value_parser = bounds::algorithms, global = true)]
+    pub algorithms: Algorithms,
+
+    /// The modulus size of new RSA keys: 2048, 3072 or 4096. Stored keys of
+    /// every size keep working when it changes.
+    #[arg(long, env = "JWKS_RSA_KEY_BITS", default_value = "2048", value_parser = bounds::rsa_key_bits, global = true)]
+    pub rsa_key_bits: RsaKeySize,
 
     /// Key-encryption keys: base64 of 32 bytes, comma-separated. The first seals
     /// new keys; all open existing ones. Prefer the environment variable or
@@ -268,6 +291,8 @@ impl Config {
             policy.retain_after = after;
         }
         policy.keep_expired = self.keep_expired;
+        policy.algorithms = self.algorithms.0.clone();
+        policy.rsa_key_size = self.rsa_key_bits;
         policy
     }
 
@@ -363,6 +388,35 @@ pub mod bounds {
 
     pub fn rate_burst(text: &str) -> Result<u32, String> {
         count_between(text, 1, 1_000_000)
+    }
+
+    /// `--algorithms`: names from RS256, PS256, ES256, EdDSA, each once.
+    pub fn algorithms(text: &str) -> Result<super::Algorithms, String> {
+        let mut algorithms = Vec::new();
+        for name in text.split(',').map(str::trim) {
+            let alg: super::Algorithm = name
+                .parse()
+                .map_err(|e| format!("{e}, comma-separated (e.g. RS256,ES256,EdDSA)"))?;
+            if algorithms.contains(&alg) {
+                return Err(format!("{alg} is named twice; name each algorithm once"));
+            }
+            algorithms.push(alg);
+        }
+        Ok(super::Algorithms(algorithms))
+    }
+
+    /// One algorithm's name (`keys rotate --alg`).
+    pub fn algorithm(text: &str) -> Result<super::Algorithm, String> {
+        text.trim().parse().map_err(|e| format!("{e}"))
+    }
+
+    /// `--rsa-key-bits`: 2048, 3072 or 4096.
+    pub fn rsa_key_bits(text: &str) -> Result<super::RsaKeySize, String> {
+        text.trim()
+            .parse()
+            .ok()
+            .and_then(super::RsaKeySize::from_bits)
+            .ok_or_else(|| "must be 2048, 3072 or 4096".to_owned())
     }
 
     /// Clap prefixes this with the flag and the value given, so the one line

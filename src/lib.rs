@@ -1,5 +1,6 @@
-//! jwks-server owns RSA-2048 signing keys, publishes their public halves as a
-//! JSON Web Key Set, and issues RS256 JWTs, over REST (axum) and gRPC (tonic).
+//! jwks-server owns signing keys, publishes their public halves as a JSON Web
+//! Key Set, and issues JWTs (RS256 with RSA-2048 by default; PS256, ES256 and
+//! EdDSA on request), over REST (axum) and gRPC (tonic).
 //!
 //! # Layout
 //!
@@ -14,7 +15,7 @@
 //! - [`access`]: the [`access::Access`] bundle: credentials, the client
 //!   registry, the bounded secret checks and the rate limits (all opt-in).
 //! - [`keys`]: key states (`mod.rs`), the pure rotation policy (`policy`), the
-//!   key ring and its rendered JWKS (`ring`), RSA and RS256 (`crypto`), and
+//!   key ring and its rendered JWKS (`ring`), the algorithms (`algorithm`), key material and signing for each (`crypto`), and
 //!   sealing at rest (`seal`), and where key-encryption keys come from (`kek`).
 //! - [`store`]: the [`store::KeyStore`] trait, its SQLite/PostgreSQL
 //!   implementation (`sql`), an in-memory store for tests and benchmarks

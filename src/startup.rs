@@ -107,6 +107,7 @@ fn explain_policy(err: &PolicyError) -> String {
         PolicyError::KeepExpired => {
             "--keep-expired must be at least 1, so `expired=true` always has a key".to_owned()
         }
+        PolicyError::NoAlgorithm => "--algorithms must name at least one algorithm".to_owned(),
     }
 }
 
@@ -183,6 +184,21 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
     let clients = match &config.clients_file {
         Some(path) => {
             let registry = ClientRegistry::load(path)?;
+            // A client whose default algorithm this server does not run
+            // could get no token without naming another: refuse to start.
+            if let Some((id, alg)) = registry
+                .default_algs()
+                .find(|(_, alg)| !config.algorithms.0.contains(alg))
+            {
+                return Err(crate::access::ClientsError::Invalid {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "client {id}: alg {alg} is not one of --algorithms ({})",
+                        crate::keys::Algorithm::list(&config.algorithms.0)
+                    ),
+                }
+                .into());
+            }
             tracing::info!(
                 clients = registry.len(),
                 "client authentication required to issue tokens"

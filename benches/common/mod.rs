@@ -66,5 +66,6 @@ pub fn typical_request() -> TokenRequest {
         subject: Some("alice@example.com".to_owned()),
         audience: vec!["billing-api".to_owned()],
         lifetime_seconds: None,
+        alg: None,
     }
 }

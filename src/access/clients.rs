@@ -33,6 +33,8 @@ pub struct Client {
     pub audiences: Vec<String>,
     /// What the OAuth 2.0 token endpoint may grant it (see `crate::service::oauth`).
     pub grants: crate::service::ClientGrants,
+    /// The algorithm its tokens are signed with when it names none.
+    pub alg: Option<crate::keys::Algorithm>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,7 @@ struct ClientEntry {
     max_lifetime_seconds: Option<u64>,
     #[serde(default)]
     claims: serde_json::Map<String, serde_json::Value>,
+    alg: Option<String>,
 }
 
 /// The registered clients. Verifying a secret runs argon2 (deliberately slow),
@@ -103,6 +106,13 @@ impl fmt::Debug for ClientRegistry {
 }
 
 impl ClientRegistry {
+    /// Each client that has a default algorithm, with it.
+    pub fn default_algs(&self) -> impl Iterator<Item = (&str, crate::keys::Algorithm)> {
+        self.clients
+            .values()
+            .filter_map(|c| c.alg.map(|alg| (c.id.as_str(), alg)))
+    }
+
     /// Reads a clients file:
     /// `{"clients": [{"id": "…", "secret_hash": "$argon2id$…", "audiences": ["…"]}]}`.
     pub fn load(path: &Path) -> Result<Self, ClientsError> {
@@ -150,11 +160,18 @@ impl ClientRegistry {
                 entry.claims,
             )
             .map_err(|reason| invalid(format!("client {}: {reason}", entry.id)))?;
+            let alg = entry
+                .alg
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| invalid(format!("client {}: alg: {e}", entry.id)))?;
             let client = Client {
                 id: entry.id.clone(),
                 secret_hash: hash.serialize(),
                 audiences: entry.audiences,
                 grants,
+                alg,
             };
             if clients.insert(entry.id.clone(), client).is_some() {
                 return Err(invalid(format!("client {} is listed twice", entry.id)));

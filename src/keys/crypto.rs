@@ -1,7 +1,7 @@
-//! RSA-2048 key material: generation, the public JWK, the RFC 7638 `kid`, and
-//! RS256 compact signing.
+//! Key material for every algorithm: generation, the public JWK, the RFC 7638
+//! `kid`, and compact JWS signing (RS256, PS256, ES256, EdDSA).
 //!
-//! All RSA work goes through aws-lc-rs. A [`SigningKey`] is parsed once, when it
+//! All crypto goes through aws-lc-rs. A [`SigningKey`] is parsed once, when it
 //! is generated or unsealed, and then signs any number of tokens; the compact
 //! JWT header is encoded once per key too. Sealing the private half for the store
 //! is `seal.rs`'s job; deciding which key signs is the key ring's.
@@ -12,22 +12,30 @@ use aws_lc_rs::{
     digest,
     encoding::AsDer,
     rsa::KeySize,
-    signature::{KeyPair, RSA_PKCS1_SHA256, RsaKeyPair},
+    signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+        RSA_PSS_SHA256, RsaEncoding, RsaKeyPair,
+    },
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde::Serialize;
 
-/// The only modulus size this service creates or accepts.
+pub use super::algorithm::{Algorithm, RsaKeySize};
+
+/// The modulus size of RSA keys by default (`--rsa-key-bits`).
 pub const MODULUS_BITS: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
-    #[error("RSA key generation failed")]
-    Generate,
-    #[error("stored private key is not a valid RSA-{MODULUS_BITS} PKCS#8 key")]
-    Rejected,
-    #[error("RSA signing failed")]
-    Sign,
+    #[error("{0} key generation failed")]
+    Generate(Algorithm),
+    #[error(
+        "stored private key is not a valid {0} PKCS#8 key (RSA: 2048, 3072 or 4096 bits; \
+         ES256: P-256; EdDSA: Ed25519)"
+    )]
+    Rejected(Algorithm),
+    #[error("{0} signing failed")]
+    Sign(Algorithm),
     #[error("the system random number generator failed")]
     Random,
 }
@@ -41,15 +49,63 @@ pub struct PublicJwk {
     pub use_: &'static str,
     pub alg: &'static str,
     pub kid: String,
-    pub n: String,
-    pub e: String,
+    /// The members of its key type.
+    #[serde(flatten)]
+    pub public: PublicMembers,
 }
 
-/// A parsed RSA private key with its public JWK and pre-encoded JWT header.
+/// The public members of a JWK, by key type, base64url without padding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PublicMembers {
+    /// RFC 7518 §6.3.1: modulus and exponent.
+    Rsa { n: String, e: String },
+    /// RFC 7518 §6.2.1: the curve (`P-256`) and the point's coordinates.
+    Ec {
+        crv: &'static str,
+        x: String,
+        y: String,
+    },
+    /// RFC 8037 §2: the curve (`Ed25519`) and the public key.
+    Okp { crv: &'static str, x: String },
+}
+
+/// The `crv` of ES256 keys (RFC 7518 §6.2.1.1).
+pub const P256: &str = "P-256";
+/// The `crv` of EdDSA keys (RFC 8037 §2).
+pub const ED25519: &str = "Ed25519";
+
+impl PublicMembers {
+    /// RFC 7638 JWK thumbprint (SHA-256, base64url): the members the key type
+    /// requires, in lexicographic order, no whitespace (§3.2).
+    pub fn thumbprint(&self) -> String {
+        let canonical = match self {
+            Self::Rsa { n, e } => format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#),
+            Self::Ec { crv, x, y } => {
+                format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#)
+            }
+            Self::Okp { crv, x } => format!(r#"{{"crv":"{crv}","kty":"OKP","x":"{x}"}}"#),
+        };
+        B64.encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
+    }
+}
+
+/// A parsed private key of one algorithm.
+enum Pair {
+    Rsa {
+        pair: RsaKeyPair,
+        padding: &'static dyn RsaEncoding,
+    },
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// A parsed private key with its public JWK and pre-encoded JWT header.
 pub struct SigningKey {
-    pair: RsaKeyPair,
+    alg: Algorithm,
+    pair: Pair,
     jwk: PublicJwk,
-    /// `base64url({"alg":"RS256","typ":"JWT","kid":…})`, the first JWT segment.
+    /// `base64url({"alg":…,"typ":"JWT","kid":…})`, the first JWT segment.
     encoded_header: String,
 }
 
@@ -57,6 +113,7 @@ impl fmt::Debug for SigningKey {
     // Never print key material, not even by accident in a log or panic message.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
             .field("kid", &self.jwk.kid)
             .field("private", &"<redacted>")
             .finish()
@@ -64,50 +121,116 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Generates a fresh RSA-2048 key. Takes tens to hundreds of milliseconds:
-    /// call it from a blocking thread, never an async worker.
+    /// Generates a fresh RS256 RSA-2048 key (the default algorithm and size).
     pub fn generate() -> Result<Self, CryptoError> {
-        let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| CryptoError::Generate)?;
-        Self::from_pair(pair).map_err(|_| CryptoError::Generate)
+        Self::generate_for(Algorithm::Rs256, RsaKeySize::default())
     }
 
-    /// Parses a PKCS#8 (v1) DER private key, as produced by [`Self::to_pkcs8_der`].
+    /// Generates a fresh key for `alg`; RSA keys get a `rsa_size` modulus.
+    /// RSA generation takes tens of milliseconds to seconds: call it from a
+    /// blocking thread, never an async worker.
+    pub fn generate_for(alg: Algorithm, rsa_size: RsaKeySize) -> Result<Self, CryptoError> {
+        let failed = |_| CryptoError::Generate(alg);
+        let pair = match alg {
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                let size = match rsa_size {
+                    RsaKeySize::Bits2048 => KeySize::Rsa2048,
+                    RsaKeySize::Bits3072 => KeySize::Rsa3072,
+                    RsaKeySize::Bits4096 => KeySize::Rsa4096,
+                };
+                rsa_pair(alg, RsaKeyPair::generate(size).map_err(failed)?)
+            }
+            Algorithm::Es256 => {
+                Pair::Ec(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(failed)?)
+            }
+            Algorithm::EdDsa => Pair::Ed(Ed25519KeyPair::generate().map_err(failed)?),
+        };
+        Self::from_pair(alg, pair).map_err(|_| CryptoError::Generate(alg))
+    }
+
+    /// Parses an RS256 PKCS#8 (v1) DER private key.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
-        let pair = RsaKeyPair::from_pkcs8(der).map_err(|_| CryptoError::Rejected)?;
-        Self::from_pair(pair)
+        Self::from_pkcs8_der_for(Algorithm::Rs256, der)
     }
 
-    fn from_pair(pair: RsaKeyPair) -> Result<Self, CryptoError> {
-        if pair.public_modulus_len() * 8 != MODULUS_BITS {
-            return Err(CryptoError::Rejected);
-        }
-        let public = pair.public_key();
-        let n = B64.encode(public.modulus().big_endian_without_leading_zero());
-        let e = B64.encode(public.exponent().big_endian_without_leading_zero());
-        let kid = thumbprint(&n, &e);
-        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+    /// Parses a PKCS#8 DER private key for `alg`, as produced by
+    /// [`Self::to_pkcs8_der`]. RSA keys of any size in [`RsaKeySize`] are
+    /// accepted, so a stored key outlives a change of `--rsa-key-bits`.
+    pub fn from_pkcs8_der_for(alg: Algorithm, der: &[u8]) -> Result<Self, CryptoError> {
+        let rejected = |_| CryptoError::Rejected(alg);
+        let pair = match alg {
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                rsa_pair(alg, RsaKeyPair::from_pkcs8(der).map_err(rejected)?)
+            }
+            Algorithm::Es256 => Pair::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map_err(rejected)?,
+            ),
+            Algorithm::EdDsa => Pair::Ed(Ed25519KeyPair::from_pkcs8(der).map_err(rejected)?),
+        };
+        Self::from_pair(alg, pair)
+    }
+
+    fn from_pair(alg: Algorithm, pair: Pair) -> Result<Self, CryptoError> {
+        let public = match &pair {
+            Pair::Rsa { pair, .. } => {
+                if RsaKeySize::from_bits(pair.public_modulus_len() * 8).is_none() {
+                    return Err(CryptoError::Rejected(alg));
+                }
+                let public = pair.public_key();
+                PublicMembers::Rsa {
+                    n: B64.encode(public.modulus().big_endian_without_leading_zero()),
+                    e: B64.encode(public.exponent().big_endian_without_leading_zero()),
+                }
+            }
+            Pair::Ec(pair) => {
+                // X9.62 uncompressed point: 0x04 || X || Y, 32 bytes each on P-256.
+                let point = pair.public_key().as_ref();
+                if point.len() != 65 || point[0] != 4 {
+                    return Err(CryptoError::Rejected(alg));
+                }
+                PublicMembers::Ec {
+                    crv: P256,
+                    x: B64.encode(&point[1..33]),
+                    y: B64.encode(&point[33..]),
+                }
+            }
+            Pair::Ed(pair) => PublicMembers::Okp {
+                crv: ED25519,
+                x: B64.encode(pair.public_key().as_ref()),
+            },
+        };
+        let kid = public.thumbprint();
+        let header = serde_json::json!({"alg": alg.as_str(), "typ": "JWT", "kid": kid});
         let encoded_header = B64.encode(header.to_string());
         let jwk = PublicJwk {
-            kty: "RSA",
+            kty: alg.key_type(),
             use_: "sig",
-            alg: "RS256",
+            alg: alg.as_str(),
             kid,
-            n,
-            e,
+            public,
         };
         Ok(Self {
+            alg,
             pair,
             jwk,
             encoded_header,
         })
     }
 
-    /// The private key as PKCS#8 DER, for sealing. Handle with care: it is the secret.
+    /// The private key as PKCS#8 (v1) DER, for sealing. Handle with care: it is the secret.
     pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, CryptoError> {
-        self.pair
-            .as_der()
-            .map(|der| der.as_ref().to_vec())
-            .map_err(|_| CryptoError::Rejected)
+        let rejected = |_| CryptoError::Rejected(self.alg);
+        match &self.pair {
+            Pair::Rsa { pair, .. } => pair.as_der().map(|der| der.as_ref().to_vec()),
+            Pair::Ec(pair) => pair.to_pkcs8v1().map(|doc| doc.as_ref().to_vec()),
+            Pair::Ed(pair) => pair.to_pkcs8v1().map(|doc| doc.as_ref().to_vec()),
+        }
+        .map_err(rejected)
+    }
+
+    pub fn alg(&self) -> Algorithm {
+        self.alg
     }
 
     pub fn kid(&self) -> &str {
@@ -118,23 +241,52 @@ impl SigningKey {
         &self.jwk
     }
 
-    /// Signs `claims` (a JSON object) as a compact RS256 JWS: one RSA signature.
+    /// Signs `claims` (a JSON object) as a compact JWS: one signature.
+    ///
+    /// # Errors
+    /// [`CryptoError::Sign`] if the signature cannot be made.
     pub fn sign_jwt(&self, claims_json: &[u8]) -> Result<String, CryptoError> {
-        let sig_len = self.pair.public_modulus_len();
+        self.sign_with_header(&self.encoded_header, claims_json)
+    }
+
+    /// `encoded_header.base64url(claims).signature`.
+    fn sign_with_header(
+        &self,
+        encoded_header: &str,
+        claims_json: &[u8],
+    ) -> Result<String, CryptoError> {
+        let failed = |_| CryptoError::Sign(self.alg);
+        let sig_len = match &self.pair {
+            Pair::Rsa { pair, .. } => pair.public_modulus_len(),
+            // ES256: R || S, 32 bytes each (RFC 7518 §3.4); Ed25519: 64 bytes.
+            Pair::Ec(_) | Pair::Ed(_) => 64,
+        };
         let mut token = String::with_capacity(
-            self.encoded_header.len() + 2 + (claims_json.len() + sig_len) * 4 / 3 + 4,
+            encoded_header.len() + 2 + (claims_json.len() + sig_len) * 4 / 3 + 4,
         );
-        token.push_str(&self.encoded_header);
+        token.push_str(encoded_header);
         token.push('.');
         B64.encode_string(claims_json, &mut token);
 
-        let mut signature = vec![0u8; sig_len];
+        // Room for the largest signature (RSA-4096), so signing allocates nothing.
+        let mut buf = [0u8; 512];
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        self.pair
-            .sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut signature)
-            .map_err(|_| CryptoError::Sign)?;
+        let signing_input = token.as_bytes();
+        let signature: &[u8] = match &self.pair {
+            Pair::Rsa { pair, padding } => {
+                let out = buf.get_mut(..sig_len).ok_or(CryptoError::Sign(self.alg))?;
+                pair.sign(*padding, &rng, signing_input, out)
+                    .map_err(failed)?;
+                out
+            }
+            Pair::Ec(pair) => {
+                let signature = pair.sign(&rng, signing_input).map_err(failed)?;
+                copy_into(&mut buf, signature.as_ref())
+            }
+            Pair::Ed(pair) => copy_into(&mut buf, pair.sign(signing_input).as_ref()),
+        };
         token.push('.');
-        B64.encode_string(&signature, &mut token);
+        B64.encode_string(signature, &mut token);
         Ok(token)
     }
 }
@@ -142,39 +294,67 @@ impl SigningKey {
 /// JWS with another `typ` (RFC 9068 access tokens say `at+jwt`), and checking
 /// this key's own signatures (token introspection).
 impl SigningKey {
-    /// Signs `claims` (a JSON object) as a compact RS256 JWS whose header
-    /// carries `typ`: one RSA signature, like [`Self::sign_jwt`].
+    /// Signs `claims` (a JSON object) as a compact JWS of this key's algorithm
+    /// whose header carries `typ`: one signature, like [`Self::sign_jwt`].
+    ///
+    /// # Errors
+    /// [`CryptoError::Sign`] if the signature cannot be made.
     pub fn sign_typed_jwt(&self, typ: &str, claims_json: &[u8]) -> Result<String, CryptoError> {
-        let header = serde_json::json!({"alg": "RS256", "typ": typ, "kid": self.jwk.kid});
-        let mut token = B64.encode(header.to_string());
-        token.push('.');
-        B64.encode_string(claims_json, &mut token);
-        let mut signature = vec![0u8; self.pair.public_modulus_len()];
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        self.pair
-            .sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut signature)
-            .map_err(|_| CryptoError::Sign)?;
-        token.push('.');
-        B64.encode_string(&signature, &mut token);
-        Ok(token)
+        if typ == "JWT" {
+            return self.sign_jwt(claims_json);
+        }
+        let header = serde_json::json!({"alg": self.alg.as_str(), "typ": typ, "kid": self.jwk.kid});
+        self.sign_with_header(&B64.encode(header.to_string()), claims_json)
     }
 
-    /// Whether `signature` is this key's RS256 signature of `signing_input`.
+    /// Whether `signature` is this key's signature of `signing_input`, by its
+    /// algorithm (RFC 7518 section 3; ES256 in its fixed R || S form).
     pub fn verifies(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
-            self.pair.public_key().as_ref(),
-        )
-        .verify(signing_input, signature)
-        .is_ok()
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+            UnparsedPublicKey, VerificationAlgorithm,
+        };
+        let (algorithm, public): (&'static dyn VerificationAlgorithm, &[u8]) = match &self.pair {
+            Pair::Rsa { pair, .. } => (
+                if self.alg == Algorithm::Ps256 {
+                    &RSA_PSS_2048_8192_SHA256
+                } else {
+                    &RSA_PKCS1_2048_8192_SHA256
+                },
+                pair.public_key().as_ref(),
+            ),
+            Pair::Ec(pair) => (&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref()),
+            Pair::Ed(pair) => (&ED25519, pair.public_key().as_ref()),
+        };
+        UnparsedPublicKey::new(algorithm, public)
+            .verify(signing_input, signature)
+            .is_ok()
     }
+}
+
+/// `signature` (64 bytes for ES256 and EdDSA) copied to the front of `buf`.
+fn copy_into<'b>(buf: &'b mut [u8; 512], signature: &[u8]) -> &'b [u8] {
+    let len = signature.len().min(buf.len());
+    buf[..len].copy_from_slice(&signature[..len]);
+    &buf[..len]
+}
+
+fn rsa_pair(alg: Algorithm, pair: RsaKeyPair) -> Pair {
+    let padding: &'static dyn RsaEncoding = match alg {
+        Algorithm::Ps256 => &RSA_PSS_SHA256,
+        _ => &RSA_PKCS1_SHA256,
+    };
+    Pair::Rsa { pair, padding }
 }
 
 /// RFC 7638 JWK thumbprint (SHA-256, base64url) of an RSA public key: the
 /// required members in lexicographic order, no whitespace.
 pub fn thumbprint(n: &str, e: &str) -> String {
-    let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
-    B64.encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
+    PublicMembers::Rsa {
+        n: n.to_owned(),
+        e: e.to_owned(),
+    }
+    .thumbprint()
 }
 
 /// 128 random bits, base64url: unique `jti`s without coordination between replicas.
@@ -206,8 +386,11 @@ mod tests {
     #[test]
     fn generated_key_round_trips_through_pkcs8_with_the_same_kid() {
         let key = SigningKey::generate().unwrap();
-        assert_eq!(key.jwk().e, "AQAB");
-        assert_eq!(B64.decode(&key.jwk().n).unwrap().len() * 8, MODULUS_BITS);
+        let PublicMembers::Rsa { n, e } = &key.jwk().public else {
+            panic!("not an RSA key: {:?}", key.jwk());
+        };
+        assert_eq!(e, "AQAB");
+        assert_eq!(B64.decode(n).unwrap().len() * 8, MODULUS_BITS);
         let again = SigningKey::from_pkcs8_der(&key.to_pkcs8_der().unwrap()).unwrap();
         assert_eq!(again.kid(), key.kid());
         assert_eq!(again.jwk(), key.jwk());
@@ -218,7 +401,10 @@ mod tests {
         let key = SigningKey::generate().unwrap();
         let shown = format!("{key:?}");
         assert!(shown.contains(key.kid()));
-        assert!(!shown.contains(&key.jwk().n));
+        let PublicMembers::Rsa { n, .. } = &key.jwk().public else {
+            panic!("not an RSA key");
+        };
+        assert!(!shown.contains(n.as_str()));
         assert!(shown.contains("redacted"));
     }
 
@@ -226,7 +412,7 @@ mod tests {
     fn garbage_is_rejected_not_parsed() {
         assert!(matches!(
             SigningKey::from_pkcs8_der(b"not a key"),
-            Err(CryptoError::Rejected)
+            Err(CryptoError::Rejected(Algorithm::Rs256))
         ));
     }
 
@@ -250,9 +436,12 @@ mod tests {
         );
         assert_eq!(B64.decode(payload).unwrap(), claims);
 
+        let PublicMembers::Rsa { n, e } = &key.jwk().public else {
+            panic!("an RSA key publishes n and e");
+        };
         let public = RsaPublicKeyComponents {
-            n: B64.decode(&key.jwk().n).unwrap(),
-            e: B64.decode(&key.jwk().e).unwrap(),
+            n: B64.decode(n).unwrap(),
+            e: B64.decode(e).unwrap(),
         };
         let signed = &token[..token.rfind('.').unwrap()];
         let signature = B64.decode(signature).unwrap();
@@ -274,7 +463,10 @@ mod tests {
     #[test]
     fn the_kid_is_the_rfc7638_thumbprint_of_the_published_jwk() {
         let key = SigningKey::generate().unwrap();
-        assert_eq!(key.kid(), thumbprint(&key.jwk().n, &key.jwk().e));
+        let PublicMembers::Rsa { n, e } = &key.jwk().public else {
+            panic!("an RSA key publishes n and e");
+        };
+        assert_eq!(key.kid(), thumbprint(n, e));
         assert_eq!(key.kid(), key.jwk().kid);
         assert_eq!(
             (key.jwk().kty, key.jwk().use_, key.jwk().alg),
@@ -286,5 +478,133 @@ mod tests {
     fn random_ids_differ() {
         assert_ne!(random_id().unwrap(), random_id().unwrap());
         assert_eq!(random_id().unwrap().len(), 22);
+    }
+
+    /// A token's three segments, its signing input and its decoded signature.
+    fn split(token: &str) -> (serde_json::Value, String, Vec<u8>) {
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let header = B64.decode(input.split('.').next().unwrap()).unwrap();
+        (
+            serde_json::from_slice(&header).unwrap(),
+            input.to_owned(),
+            B64.decode(signature).unwrap(),
+        )
+    }
+
+    #[test]
+    fn every_algorithm_signs_a_jws_its_public_jwk_verifies() {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+            RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm,
+        };
+        for alg in Algorithm::ALL {
+            let key = SigningKey::generate_for(alg, RsaKeySize::default()).unwrap();
+            let token = key.sign_jwt(br#"{"sub":"x"}"#).unwrap();
+            let (header, input, signature) = split(&token);
+            assert_eq!(header["alg"], alg.as_str());
+            assert_eq!(header["kid"], key.kid());
+            assert_eq!(key.jwk().kty, alg.key_type());
+            let verified = match &key.jwk().public {
+                PublicMembers::Rsa { n, e } => RsaPublicKeyComponents {
+                    n: B64.decode(n).unwrap(),
+                    e: B64.decode(e).unwrap(),
+                }
+                .verify(
+                    if alg == Algorithm::Ps256 {
+                        &RSA_PSS_2048_8192_SHA256
+                    } else {
+                        &RSA_PKCS1_2048_8192_SHA256
+                    },
+                    input.as_bytes(),
+                    &signature,
+                )
+                .is_ok(),
+                PublicMembers::Ec { crv, x, y } => {
+                    assert_eq!(*crv, "P-256");
+                    // JWS form: fixed-length R || S, never DER (RFC 7518 §3.4).
+                    assert_eq!(signature.len(), 64);
+                    let mut point = vec![4u8];
+                    point.extend(B64.decode(x).unwrap());
+                    point.extend(B64.decode(y).unwrap());
+                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                        .verify(input.as_bytes(), &signature)
+                        .is_ok()
+                }
+                PublicMembers::Okp { crv, x } => {
+                    assert_eq!(*crv, "Ed25519");
+                    ED25519
+                        .verify_sig(&B64.decode(x).unwrap(), input.as_bytes(), &signature)
+                        .is_ok()
+                }
+            };
+            assert!(verified, "{alg} signature does not verify");
+            let again = SigningKey::from_pkcs8_der_for(alg, &key.to_pkcs8_der().unwrap()).unwrap();
+            assert_eq!(again.jwk(), key.jwk(), "{alg} round trip through PKCS#8");
+        }
+    }
+
+    #[test]
+    fn the_ed25519_kid_matches_rfc8037_appendix_a3() {
+        // RFC 8037 Appendix A.1's private key, as PKCS#8 v1 (RFC 8410 §7).
+        let seed = B64
+            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+            .unwrap();
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend(seed);
+        let key = SigningKey::from_pkcs8_der_for(Algorithm::EdDsa, &der).unwrap();
+        assert_eq!(
+            key.jwk().public,
+            PublicMembers::Okp {
+                crv: "Ed25519",
+                x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into()
+            }
+        );
+        assert_eq!(key.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    /// RFC 7515 Appendix A.3's P-256 key, as PKCS#8 from Python's
+    /// `cryptography`; the thumbprint computed there too, independently.
+    #[test]
+    fn the_p256_kid_matches_an_independent_implementation() {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(
+                "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgjpsQnnGQmL+YBIffH1136cspYG6+0iY7\
+                 X1fCE9+E9LKhRANCAAR/zc4ncPbEXUGDy+5v20t7WAczNXvp7xO6z248e9FURcfxRM0bvZt+hyzf7bnu\
+                 ufSzaV1uqQskrYpGIyiFiOWt",
+            )
+            .unwrap();
+        let key = SigningKey::from_pkcs8_der_for(Algorithm::Es256, &der).unwrap();
+        assert_eq!(
+            key.jwk().public,
+            PublicMembers::Ec {
+                crv: "P-256",
+                x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU".into(),
+                y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0".into(),
+            }
+        );
+        assert_eq!(key.kid(), "oKIywvGUpTVTyxMQ3bwIIeQUudfr_CkLMjCE19ECD-U");
+        let json = serde_json::to_value(key.jwk()).unwrap();
+        assert_eq!(json["kty"], "EC");
+        assert_eq!(json["alg"], "ES256");
+        assert!(json.get("n").is_none() && json.get("d").is_none());
+    }
+
+    #[test]
+    fn rsa_keys_of_every_size_are_accepted_whatever_size_is_generated() {
+        let key = SigningKey::generate_for(Algorithm::Ps256, RsaKeySize::Bits3072).unwrap();
+        let PublicMembers::Rsa { n, .. } = &key.jwk().public else {
+            panic!("not an RSA key");
+        };
+        assert_eq!(B64.decode(n).unwrap().len() * 8, 3072);
+        let der = key.to_pkcs8_der().unwrap();
+        assert!(SigningKey::from_pkcs8_der_for(Algorithm::Ps256, &der).is_ok());
+        // A P-256 key is not an Ed25519 key, nor an RSA one.
+        let ec = SigningKey::generate_for(Algorithm::Es256, RsaKeySize::default()).unwrap();
+        let ec_der = ec.to_pkcs8_der().unwrap();
+        assert!(SigningKey::from_pkcs8_der_for(Algorithm::EdDsa, &ec_der).is_err());
+        assert!(SigningKey::from_pkcs8_der_for(Algorithm::Rs256, &ec_der).is_err());
     }
 }

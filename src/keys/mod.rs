@@ -7,6 +7,7 @@
 //! key; the service loads them into a [`ring::KeyRing`] and asks
 //! [`policy::plan_rotation`] what to create next.
 
+pub mod algorithm;
 pub mod crypto;
 pub mod kek;
 pub mod policy;
@@ -15,16 +16,21 @@ pub mod seal;
 
 use std::{cmp::Ordering, fmt};
 
+pub use algorithm::Algorithm;
+
 use crate::time::Timestamp;
 
 /// A key's schedule. The state at any instant is derived from these times,
 /// never stored as a second truth.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyMeta {
+    /// The algorithm it signs with: each has its own keys and schedule.
+    pub alg: Algorithm,
     /// RFC 7638 SHA-256 thumbprint, base64url: the same on every replica.
     pub kid: String,
-    /// Position in the rotation sequence (1, 2, 3…): each rotation creates the
-    /// next one, and the store refuses a second key for the same generation.
+    /// Position in its algorithm's rotation sequence (1, 2, 3…): each rotation
+    /// creates the next one, and the store refuses a second key for the same
+    /// algorithm and generation.
     pub generation: i64,
     /// When the key entered the store (and so the JWKS).
     pub published_at: Timestamp,
@@ -86,7 +92,8 @@ impl KeyMeta {
     }
 }
 
-/// The key that signs at `now`: the newest one inside its signing window.
+/// The key that signs at `now`: the newest one inside its signing window
+/// (`keys` being one algorithm's).
 pub fn signer_at<T: AsRef<KeyMeta>>(keys: &[T], now: Timestamp) -> Option<&T> {
     keys.iter()
         .filter(|k| k.as_ref().in_signing_window(now))
@@ -105,13 +112,19 @@ pub fn latest_expired<T: AsRef<KeyMeta>>(keys: &[T], now: Timestamp) -> Option<&
         })
 }
 
-/// The state of `key` at `now`, given every key it shares the ring with.
+/// The state of `key` at `now`, given every key it shares the ring with
+/// (keys of other algorithms have no say in it).
 pub fn state_of<T: AsRef<KeyMeta>>(key: &KeyMeta, keys: &[T], now: Timestamp) -> KeyState {
     if !key.is_published(now) {
         KeyState::Expired
     } else if now < key.activates_at {
         KeyState::Pending
-    } else if signer_at(keys, now).is_some_and(|s| s.as_ref().kid == key.kid) {
+    } else if keys
+        .iter()
+        .filter(|k| k.as_ref().alg == key.alg && k.as_ref().in_signing_window(now))
+        .min_by(|a, b| KeyMeta::newest_first(a.as_ref(), b.as_ref()))
+        .is_some_and(|s| s.as_ref().kid == key.kid)
+    {
         KeyState::Active
     } else {
         KeyState::Retiring
@@ -127,6 +140,7 @@ impl AsRef<KeyMeta> for KeyMeta {
 #[cfg(test)]
 pub(crate) fn meta(generation: i64, activates: i64, retires: i64, expires: i64) -> KeyMeta {
     KeyMeta {
+        alg: Algorithm::Rs256,
         kid: format!("k{generation}"),
         generation,
         published_at: Timestamp::from_unix(activates - 10),

@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use crate::time::Timestamp;
 
-use super::KeyMeta;
+use super::{
+    KeyMeta,
+    algorithm::{Algorithm, RsaKeySize},
+};
 
 /// Settings that shape the key lifecycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,11 @@ pub struct Policy {
     pub retain_after: Duration,
     /// How many expired keys to keep for `expired=true` tokens; older ones are pruned.
     pub keep_expired: usize,
+    /// The algorithms that sign, each with its own keys; the first signs
+    /// requests that name none. Never empty.
+    pub algorithms: Vec<Algorithm>,
+    /// The modulus size of new RSA keys.
+    pub rsa_key_size: RsaKeySize,
 }
 
 /// A policy that breaks a rule, in the policy's own words. The edge that
@@ -62,6 +70,8 @@ pub enum PolicyError {
     TooShort(Setting),
     #[error("at least one expired key must be kept, so `expired=true` always has a key")]
     KeepExpired,
+    #[error("at least one algorithm must sign")]
+    NoAlgorithm,
 }
 
 /// The policy durations that have a floor.
@@ -108,6 +118,8 @@ impl Policy {
             publish_ahead: Duration::ZERO,
             retain_after: Duration::ZERO,
             keep_expired: 3,
+            algorithms: vec![Algorithm::Rs256],
+            rsa_key_size: RsaKeySize::default(),
         };
         policy.publish_ahead = policy.min_publish_ahead();
         policy.retain_after = policy.min_retain_after();
@@ -148,6 +160,9 @@ impl Policy {
         if self.keep_expired == 0 {
             return Err(PolicyError::KeepExpired);
         }
+        if self.algorithms.is_empty() {
+            return Err(PolicyError::NoAlgorithm);
+        }
         if self.publish_ahead < self.min_publish_ahead() {
             return Err(PolicyError::PublishAhead {
                 needed: self.min_publish_ahead(),
@@ -167,6 +182,7 @@ impl Policy {
 /// The times of a key the plan wants created; its material comes separately.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewKey {
+    pub alg: Algorithm,
     pub generation: i64,
     pub published_at: Timestamp,
     pub activates_at: Timestamp,
@@ -177,6 +193,7 @@ pub struct NewKey {
 impl NewKey {
     pub fn into_meta(self, kid: String) -> KeyMeta {
         KeyMeta {
+            alg: self.alg,
             kid,
             generation: self.generation,
             published_at: self.published_at,
@@ -211,9 +228,40 @@ pub enum Trigger {
     Operator,
 }
 
-/// Decides what to create and prune at `now`. Pure: the store calls it again
-/// inside its rotation transaction, so only one replica acts on each slot.
+/// Decides what to create and prune at `now`, for each algorithm on its own:
+/// keys are created for the configured algorithms, and old expired keys of
+/// every algorithm in the store are pruned (a key of an algorithm no longer
+/// configured stays published until it expires). Pure: the store calls it
+/// again inside its rotation transaction, so only one replica acts on each
+/// slot.
 pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger: Trigger) -> Plan {
+    let mut algorithms = policy.algorithms.clone();
+    for key in keys {
+        if !algorithms.contains(&key.alg) {
+            algorithms.push(key.alg);
+        }
+    }
+    let mut plan = Plan::default();
+    for alg in algorithms {
+        let own: Vec<KeyMeta> = keys.iter().filter(|k| k.alg == alg).cloned().collect();
+        let mut part = plan_algorithm(alg, &own, now, policy, trigger);
+        if !policy.algorithms.contains(&alg) {
+            part.create.clear();
+        }
+        plan.create.append(&mut part.create);
+        plan.prune.append(&mut part.prune);
+    }
+    plan
+}
+
+/// [`plan_rotation`] for the keys of one algorithm.
+fn plan_algorithm(
+    alg: Algorithm,
+    keys: &[KeyMeta],
+    now: Timestamp,
+    policy: &Policy,
+    trigger: Trigger,
+) -> Plan {
     // Every key was published at its creator's clock reading, so the store
     // proves time has reached the newest `published_at`. A caller whose reading
     // is older (taken before it waited for the lock, or on a host whose clock
@@ -229,6 +277,7 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
     let key_for = |generation, activates_at: Timestamp, signs_for| {
         let retires_at = activates_at + signs_for;
         NewKey {
+            alg,
             generation,
             published_at: now,
             activates_at,
@@ -301,20 +350,29 @@ pub fn plan_rotation(keys: &[KeyMeta], now: Timestamp, policy: &Policy, trigger:
     plan
 }
 
-/// When the schedule next wants a key created (`None` for an empty store).
+/// When the schedule next wants a key created, for whichever configured
+/// algorithm is due first (`None` when none has keys).
 ///
 /// [`Policy::rotation_slack`] earlier than strictly needed, so a background
 /// loop that runs every `reload_every` creates the next key in time to take
 /// over exactly when the current one retires, even if it runs late.
 pub fn next_rotation_at(keys: &[KeyMeta], policy: &Policy) -> Option<Timestamp> {
-    keys.iter()
-        .min_by(|a, b| KeyMeta::newest_first(a, b))
-        .map(|newest| newest.retires_at - policy.publish_ahead - policy.rotation_slack())
+    policy
+        .algorithms
+        .iter()
+        .filter_map(|alg| {
+            keys.iter()
+                .filter(|k| k.alg == *alg)
+                .min_by(|a, b| KeyMeta::newest_first(a, b))
+                .map(|newest| newest.retires_at - policy.publish_ahead - policy.rotation_slack())
+        })
+        .min()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Algorithm;
     use crate::keys::{KeyState, latest_expired, signer_at, state_of};
 
     const MIN: u64 = 60;
@@ -661,5 +719,62 @@ mod tests {
             p.validate(),
             Err(PolicyError::TooShort(Setting::RotateEvery))
         );
+    }
+
+    /// Applies a plan naming keys after their algorithm and generation.
+    fn apply_named(keys: &mut Vec<KeyMeta>, plan: Plan) {
+        keys.retain(|k| !plan.prune.contains(&k.kid));
+        for new in plan.create {
+            let kid = format!("{}-{}", new.alg, new.generation);
+            keys.push(new.into_meta(kid));
+        }
+    }
+
+    #[test]
+    fn each_algorithm_has_its_own_keys_slots_and_schedule() {
+        let mut p = policy();
+        p.algorithms = vec![Algorithm::Es256, Algorithm::Rs256];
+        let mut keys = vec![];
+        apply_named(&mut keys, plan_rotation(&[], at(0), &p, Trigger::Schedule));
+        let mut kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["ES256-1", "ES256-2", "RS256-1", "RS256-2"]);
+
+        let mut signers = std::collections::HashSet::new();
+        for t in (0..86_400).step_by(10) {
+            let plan = plan_rotation(&keys, at(t), &p, Trigger::Schedule);
+            apply_named(&mut keys, plan);
+            for alg in &p.algorithms {
+                let own: Vec<KeyMeta> = keys.iter().filter(|k| k.alg == *alg).cloned().collect();
+                let signer = signer_at(&own, at(t)).expect("each algorithm always signs");
+                signers.insert(signer.kid.clone());
+                assert!(latest_expired(&own, at(t)).is_some(), "{alg} at {t}");
+            }
+        }
+        let slots: std::collections::HashSet<_> =
+            keys.iter().map(|k| (k.alg, k.generation)).collect();
+        assert_eq!(slots.len(), keys.len(), "one key per slot per algorithm");
+        assert!(signers.iter().any(|k| k.starts_with("ES256")));
+        assert!(signers.len() >= 80, "both rotated: {}", signers.len());
+    }
+
+    #[test]
+    fn an_added_algorithm_starts_like_a_fresh_store_and_a_dropped_one_only_ages() {
+        let mut keys = vec![];
+        apply_named(
+            &mut keys,
+            plan_rotation(&[], at(0), &policy(), Trigger::Schedule),
+        );
+        let mut p = policy();
+        p.algorithms = vec![Algorithm::EdDsa];
+        let plan = plan_rotation(&keys, at(60), &p, Trigger::Operator);
+        let created: Vec<(Algorithm, i64)> =
+            plan.create.iter().map(|k| (k.alg, k.generation)).collect();
+        assert_eq!(
+            created,
+            [(Algorithm::EdDsa, 1), (Algorithm::EdDsa, 2)],
+            "RS256, no longer configured, gets no new key"
+        );
+        assert_eq!(next_rotation_at(&keys, &p), None, "no EdDSA key yet");
     }
 }

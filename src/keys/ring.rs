@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::time::Timestamp;
 
 use super::{
-    KeyMeta, KeyState,
+    Algorithm, KeyMeta, KeyState,
     crypto::{PublicJwk, SigningKey},
     latest_expired,
     policy::{Policy, next_rotation_at},
@@ -63,6 +63,11 @@ impl JwksDocument {
 #[derive(Debug)]
 pub struct KeyRing {
     keys: Vec<Arc<LoadedKey>>,
+    /// The same keys by algorithm, newest first: who signs is decided among
+    /// the keys of one algorithm.
+    by_alg: Vec<(Algorithm, Vec<Arc<LoadedKey>>)>,
+    /// The algorithm that signs requests that name none.
+    default_alg: Algorithm,
     jwks: Arc<JwksDocument>,
 }
 
@@ -94,8 +99,22 @@ impl KeyRing {
         let next_change = next_rotation_at(&metas, policy)
             .map_or(valid_until, |due| due.max(now).min(valid_until));
 
+        let mut by_alg: Vec<(Algorithm, Vec<Arc<LoadedKey>>)> = Vec::new();
+        for key in &keys {
+            match by_alg.iter_mut().find(|(alg, _)| *alg == key.meta.alg) {
+                Some((_, group)) => group.push(Arc::clone(key)),
+                None => by_alg.push((key.meta.alg, vec![Arc::clone(key)])),
+            }
+        }
+
         Self {
             keys,
+            by_alg,
+            default_alg: policy
+                .algorithms
+                .first()
+                .copied()
+                .unwrap_or(Algorithm::Rs256),
             jwks: Arc::new(JwksDocument {
                 keys: jwks,
                 json: Bytes::from(json),
@@ -125,18 +144,36 @@ impl KeyRing {
         self.keys.iter().find(|k| k.meta.kid == kid)
     }
 
-    /// The key that signs ordinary tokens at `now`.
-    pub fn signer(&self, now: Timestamp) -> Option<&Arc<LoadedKey>> {
-        signer_at(&self.keys, now)
+    /// The keys of `alg`, newest first.
+    pub fn keys_of(&self, alg: Algorithm) -> &[Arc<LoadedKey>] {
+        self.by_alg
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map_or(&[], |(_, keys)| keys.as_slice())
     }
 
-    /// The key that signs `expired=true` tokens at `now`.
+    /// The key that signs ordinary tokens at `now` with the default algorithm.
+    pub fn signer(&self, now: Timestamp) -> Option<&Arc<LoadedKey>> {
+        self.signer_for(self.default_alg, now)
+    }
+
+    /// The key that signs ordinary `alg` tokens at `now`.
+    pub fn signer_for(&self, alg: Algorithm, now: Timestamp) -> Option<&Arc<LoadedKey>> {
+        signer_at(self.keys_of(alg), now)
+    }
+
+    /// The key that signs `expired=true` tokens at `now` with the default algorithm.
     pub fn expired_signer(&self, now: Timestamp) -> Option<&Arc<LoadedKey>> {
-        latest_expired(&self.keys, now)
+        self.expired_signer_for(self.default_alg, now)
+    }
+
+    /// The key that signs `expired=true` `alg` tokens at `now`.
+    pub fn expired_signer_for(&self, alg: Algorithm, now: Timestamp) -> Option<&Arc<LoadedKey>> {
+        latest_expired(self.keys_of(alg), now)
     }
 
     pub fn state_of(&self, key: &KeyMeta, now: Timestamp) -> KeyState {
-        state_of(key, &self.keys, now)
+        state_of(key, self.keys_of(key.alg), now)
     }
 }
 

@@ -27,7 +27,7 @@ pub enum StoreHealth {
 /// What `/health` and gRPC health report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
-    /// A key can sign right now.
+    /// A key of every configured algorithm can sign right now.
     pub can_sign: bool,
     pub store: StoreHealth,
     /// The last instant this replica can sign with the keys it holds, if the
@@ -42,16 +42,26 @@ impl KeyService {
     /// Health at `now`: whether we can sign, and whether the store answers.
     pub fn health(&self, now: Timestamp) -> Health {
         let ring = self.inner.ring.load();
+        let algorithms = self.algorithms();
+        // Each algorithm signs until its newest key retires; the service
+        // serves every request until the first of them stops.
+        let signing_until = algorithms
+            .iter()
+            .map(|alg| {
+                ring.keys_of(*alg)
+                    .iter()
+                    .filter(|k| k.meta.is_published(now))
+                    .map(|k| k.meta.retires_at)
+                    .max()
+            })
+            .collect::<Option<Vec<Timestamp>>>()
+            .and_then(|ends| ends.into_iter().min());
         Health {
-            can_sign: ring.signer(now).is_some(),
-            store: self.lock_store_health().clone(),
-            signing_until: ring
-                .keys()
+            can_sign: algorithms
                 .iter()
-                .filter(|k| k.meta.is_published(now))
-                .map(|k| k.meta.retires_at)
-                .max()
-                .filter(|until| *until > now),
+                .all(|alg| ring.signer_for(*alg, now).is_some()),
+            store: self.lock_store_health().clone(),
+            signing_until: signing_until.filter(|until| *until > now),
             faults: self.inner.faults.active(now, self.stall_after()),
         }
     }

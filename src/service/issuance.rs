@@ -1,6 +1,7 @@
 //! Token issuance: what a caller may ask for ([`TokenRequest`] and its
 //! checks), who may ask (client authentication and rate limits, through the
-//! `Access` bundle), the claims, and the one RSA signature per token.
+//! `Access` bundle), which algorithm signs, the claims, and the one signature
+//! per token.
 //!
 //! Which key signs is the key ring's decision (see `lifecycle`); how a request
 //! arrives and how errors are shown to callers are the transports'.
@@ -13,7 +14,7 @@ use super::KeyService;
 use crate::{
     access::{AddressGroup, AuthFailure, Caller, CheckRefused, Client, ClientRegistry},
     error::{AuthProblem, Error},
-    keys::{crypto::random_id, policy::Policy},
+    keys::{Algorithm, crypto::random_id, policy::Policy},
     time::Timestamp,
 };
 
@@ -34,12 +35,17 @@ pub struct TokenRequest {
     pub audience: Vec<String>,
     /// Lifetime in seconds; the policy's `token_ttl` when absent.
     pub lifetime_seconds: Option<i64>,
+    /// The algorithm to sign with, as the caller spelled it (`alg`, RFC 7518
+    /// §3.1); the client's default, else the first configured, when absent.
+    pub alg: Option<String>,
 }
 
 /// A signed token and what a caller needs to know about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuedToken {
     pub token: String,
+    /// The algorithm that signed it.
+    pub alg: Algorithm,
     pub kid: String,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
@@ -72,7 +78,7 @@ struct Claims<'a> {
 
 impl KeyService {
     /// Issues a token for `caller`: validation, access checks (client
-    /// authentication and rate limits, when configured), claims, and one RSA
+    /// authentication and rate limits, when configured), claims, and one
     /// signature.
     ///
     /// # Errors
@@ -87,11 +93,12 @@ impl KeyService {
         now: Timestamp,
     ) -> Result<IssuedToken, Error> {
         let lifetime = self.check_request(request)?;
+        let asked_alg = self.requested_alg(request)?;
         let access = &self.inner.access;
         if request.expired && !access.allow_expired {
             return Err(Error::ExpiredTokensDisabled);
         }
-        let (subject, audience, limit_key) = match &access.clients {
+        let (subject, audience, limit_key, client_alg) = match &access.clients {
             None => {
                 let subject = request
                     .subject
@@ -100,12 +107,16 @@ impl KeyService {
                     .unwrap_or_else(|| DEFAULT_SUBJECT.to_owned());
                 check_claim("subject", &subject)?;
                 let key = caller.addr.map(|addr| AddressGroup::from(addr).to_string());
-                (subject, request.audience.clone(), key)
+                (subject, request.audience.clone(), key, None)
             }
             Some(registry) => {
                 let client = self.authenticate(registry, caller).await?;
                 let audience = permitted_audience(&client, &request.audience)?;
-                (client.id.clone(), audience, Some(client.id.clone()))
+                let alg = match client.alg {
+                    Some(alg) => Some(self.configured(alg)?),
+                    None => None,
+                };
+                (client.id.clone(), audience, Some(client.id.clone()), alg)
             }
         };
         if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
@@ -118,7 +129,66 @@ impl KeyService {
                 err
             })?;
         }
-        self.sign(&subject, &audience, lifetime, request.expired, now)
+        let alg = asked_alg
+            .or(client_alg)
+            .unwrap_or_else(|| self.default_alg());
+        self.sign(alg, &subject, &audience, lifetime, request.expired, now)
+    }
+
+    /// The algorithm that signs requests that name none (the first configured).
+    pub fn default_alg(&self) -> Algorithm {
+        self.algorithms()
+            .first()
+            .copied()
+            .unwrap_or(Algorithm::Rs256)
+    }
+
+    /// The algorithms this service signs with, the default first.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.inner.policy.algorithms
+    }
+
+    /// The algorithm a request names, if it names one this service signs with.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] on `alg` naming those that are configured.
+    pub fn requested_alg(&self, request: &TokenRequest) -> Result<Option<Algorithm>, Error> {
+        self.named_alg(request.alg.as_deref())
+    }
+
+    /// The algorithm `name` (a request's `alg`), if it is one this service
+    /// signs with; `None` for none named.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] on `alg` naming those that are configured.
+    pub fn named_alg(&self, name: Option<&str>) -> Result<Option<Algorithm>, Error> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        match name.parse::<Algorithm>() {
+            Ok(alg) => self.configured(alg).map(Some),
+            Err(_) => Err(self.not_configured(&crate::text::for_log(name, 32))),
+        }
+    }
+
+    pub(super) fn configured(&self, alg: Algorithm) -> Result<Algorithm, Error> {
+        if self.algorithms().contains(&alg) {
+            Ok(alg)
+        } else {
+            Err(self.not_configured(alg.as_str()))
+        }
+    }
+
+    fn not_configured(&self, name: &str) -> Error {
+        Error::invalid(
+            "alg",
+            format!(
+                "{name:?} is not an algorithm this server signs with; it signs with {}",
+                Algorithm::list(self.algorithms())
+            ),
+        )
     }
 
     /// Validates what the caller asked for; returns the token lifetime.
@@ -176,9 +246,10 @@ impl KeyService {
             .map_err(unauthenticated)
     }
 
-    /// Builds the claims and signs them: the one RSA signature per token.
+    /// Builds the claims and signs them: the one signature per token.
     fn sign(
         &self,
+        alg: Algorithm,
         subject: &str,
         audience: &[String],
         lifetime: Duration,
@@ -189,11 +260,13 @@ impl KeyService {
         let (key, issued_at, expires_at) = if expired {
             // The last token this key could have signed: it expired when the
             // key retired, at least the retention period ago.
-            let key = ring.expired_signer(now).ok_or(Error::NoExpiredKey)?;
+            let key = ring
+                .expired_signer_for(alg, now)
+                .ok_or(Error::NoExpiredKey)?;
             let expires_at = key.meta.retires_at.min(now);
             (key, expires_at - lifetime, expires_at)
         } else {
-            let key = ring.signer(now).ok_or(Error::NoSigningKey)?;
+            let key = ring.signer_for(alg, now).ok_or(Error::NoSigningKey)?;
             (key, now, now + lifetime)
         };
 
@@ -216,6 +289,7 @@ impl KeyService {
         let token = key.key.sign_jwt(&claims_json).map_err(Error::internal)?;
         Ok(IssuedToken {
             token,
+            alg,
             kid: key.meta.kid.clone(),
             issued_at,
             expires_at,

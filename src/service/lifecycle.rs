@@ -17,7 +17,7 @@ use super::{Access, KeyService};
 use crate::{
     error::Error,
     keys::{
-        KeyMeta, KeyState,
+        Algorithm, KeyMeta, KeyState,
         crypto::{CryptoError, SigningKey},
         policy::{Policy, Trigger, plan_rotation},
         ring::{KeyRing, LoadedKey},
@@ -107,7 +107,7 @@ pub enum StartError {
 pub fn open_stored(keks: &KekRing, stored: &StoredKey) -> Result<SigningKey, Unopenable> {
     let kid = &stored.meta.kid;
     let mut der = keks.open(kid, &stored.sealed)?;
-    let key = SigningKey::from_pkcs8_der(&der);
+    let key = SigningKey::from_pkcs8_der_for(stored.meta.alg, &der);
     der.zeroize();
     let key = key.map_err(Unopenable::NotAKey)?;
     if key.kid() != kid {
@@ -197,7 +197,26 @@ impl KeyService {
     /// The store cannot be reached or refuses the write (recorded as a
     /// failing rotation), key generation fails, or a published key does not open.
     pub async fn rotate(&self, trigger: Trigger, now: Timestamp) -> Result<Vec<KeyMeta>, Error> {
-        let policy = self.inner.policy.clone();
+        self.rotate_algorithms(trigger, now, &[]).await
+    }
+
+    /// [`Self::rotate`] for the configured algorithms in `only` (all when
+    /// empty): an operator may rotate one algorithm's keys and leave the
+    /// others on their schedule.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::rotate`].
+    pub async fn rotate_algorithms(
+        &self,
+        trigger: Trigger,
+        now: Timestamp,
+        only: &[Algorithm],
+    ) -> Result<Vec<KeyMeta>, Error> {
+        let mut policy = self.inner.policy.clone();
+        if !only.is_empty() {
+            policy.algorithms.retain(|alg| only.contains(alg));
+        }
         let planner = move |keys: &[KeyMeta]| plan_rotation(keys, now, &policy, trigger);
 
         let stored = self.store_call(now, self.inner.store.load()).await?;
@@ -209,7 +228,8 @@ impl KeyService {
             self.install(stored, now).map_err(unreadable)?;
             return Ok(Vec::new());
         }
-        let written = self.write_keys(&planner, plan.create.len(), now).await;
+        let wanted = plan.create.iter().map(|k| k.alg).collect();
+        let written = self.write_keys(&planner, wanted, now).await;
         match &written {
             Ok(_) => self.inner.faults.rotation_succeeded(),
             // The cause says it (e.g. "store query failed: … database or disk
@@ -224,24 +244,24 @@ impl KeyService {
         Ok(created)
     }
 
-    /// Generates `count` keys and applies the plan in the store. The plan is
-    /// re-made under the store's lock; if it then wants more keys than we
-    /// generated (another process changed the store), retry.
+    /// Generates a key of each algorithm in `wanted` and applies the plan in
+    /// the store. The plan is re-made under the store's lock; if it then wants
+    /// keys we did not generate (another process changed the store), retry.
     async fn write_keys(
         &self,
         planner: &Planner<'_>,
-        mut count: usize,
+        mut wanted: Vec<Algorithm>,
         now: Timestamp,
     ) -> Result<Vec<KeyMeta>, Error> {
         for _attempt in 0..ROTATE_ATTEMPTS {
-            let fresh = self.generate(count).await?;
+            let fresh = self.generate(wanted).await?;
             match self
                 .store_call(now, self.inner.store.rotate(planner, fresh))
                 .await?
             {
                 RotateOutcome::Applied { created, pruned } => {
                     for key in &created {
-                        tracing::info!(kid = %key.kid, generation = key.generation,
+                        tracing::info!(alg = %key.alg, kid = %key.kid, generation = key.generation,
                             activates_at = %key.activates_at, expires_at = %key.expires_at,
                             "created signing key");
                     }
@@ -250,7 +270,7 @@ impl KeyService {
                     }
                     return Ok(created);
                 }
-                RotateOutcome::NeedKeys(n) => count = n,
+                RotateOutcome::NeedKeys(algorithms) => wanted = algorithms,
             }
         }
         Err(Error::internal(KeyFault::PlanKeptChanging {
@@ -258,21 +278,24 @@ impl KeyService {
         }))
     }
 
-    /// Generates and seals `count` keys on a blocking thread (RSA key
-    /// generation would stall an async worker for tens of milliseconds).
-    async fn generate(&self, count: usize) -> Result<Vec<NewKeyMaterial>, Error> {
+    /// Generates and seals a key of each algorithm in `algorithms` on a
+    /// blocking thread (RSA key generation would stall an async worker for
+    /// tens of milliseconds, RSA-4096 for seconds).
+    async fn generate(&self, algorithms: Vec<Algorithm>) -> Result<Vec<NewKeyMaterial>, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            (0..count)
-                .map(|_| {
-                    let key = SigningKey::generate().map_err(Error::internal)?;
+            algorithms
+                .into_iter()
+                .map(|alg| {
+                    let key = SigningKey::generate_for(alg, inner.policy.rsa_key_size)
+                        .map_err(Error::internal)?;
                     let mut der = key.to_pkcs8_der().map_err(Error::internal)?;
                     let sealed = inner.keks.seal(key.kid(), &der).map_err(Error::internal);
                     der.zeroize();
                     Ok(NewKeyMaterial {
+                        alg,
                         kid: key.kid().to_owned(),
-                        n: key.jwk().n.clone(),
-                        e: key.jwk().e.clone(),
+                        public: key.jwk().public.clone(),
                         sealed: sealed?,
                     })
                 })

@@ -17,7 +17,7 @@ use super::{KeyService, MAX_AUDIENCES, MAX_CLAIM_LEN};
 use crate::{
     access::{AddressGroup, Caller, Client},
     error::Error,
-    keys::crypto::random_id,
+    keys::{Algorithm, crypto::random_id},
     time::Timestamp,
 };
 
@@ -213,6 +213,9 @@ pub struct GrantRequest {
     pub audience: Vec<String>,
     /// RFC 8707 `resource` values: absolute URIs, also put in `aud`.
     pub resource: Vec<String>,
+    /// The algorithm to sign with (RFC 7518 `alg`); the client's default, else
+    /// the server's first configured algorithm, when absent.
+    pub alg: Option<String>,
 }
 
 /// An access token and what RFC 6749 section 5.1 tells the client about it.
@@ -220,6 +223,8 @@ pub struct GrantRequest {
 pub struct AccessToken {
     pub access_token: String,
     pub kid: String,
+    /// The algorithm that signed it.
+    pub alg: Algorithm,
     pub expires_in: i64,
     /// The scopes granted, space-delimited; `None` when none were.
     pub scope: Option<String>,
@@ -332,7 +337,15 @@ impl KeyService {
         }
         let asked_scopes = parse_scope(request.scope.as_deref())?;
         let asked_audience = asked_audience(request)?;
+        let asked_alg = self.named_alg(request.alg.as_deref())?;
         let (client_id, client) = self.oauth_client(caller).await?;
+        let client_alg = match client.as_ref().and_then(|c| c.alg) {
+            Some(alg) => Some(self.configured(alg)?),
+            None => None,
+        };
+        let alg = asked_alg
+            .or(client_alg)
+            .unwrap_or_else(|| self.default_alg());
         let grants = client.as_ref().map(|c| &c.grants);
         let scopes = match grants {
             None => asked_scopes,
@@ -350,7 +363,7 @@ impl KeyService {
         }
         let scope = (!scopes.is_empty()).then(|| scopes.join(" "));
         let extra = grants.map(|g| &g.claims);
-        self.sign_access_token(&client_id, &audience, scope, extra, lifetime, now)
+        self.sign_access_token(alg, &client_id, &audience, scope, extra, lifetime, now)
     }
 
     /// Who is calling an OAuth endpoint: its client id and, with a clients
@@ -399,8 +412,10 @@ impl KeyService {
     }
 
     /// Builds the RFC 9068 claims and signs them with the active key.
+    #[allow(clippy::too_many_arguments)]
     fn sign_access_token(
         &self,
+        alg: Algorithm,
         client_id: &str,
         audience: &[String],
         scope: Option<String>,
@@ -409,7 +424,7 @@ impl KeyService {
         now: Timestamp,
     ) -> Result<AccessToken, OAuthError> {
         let ring = self.ring();
-        let key = ring.signer(now).ok_or(Error::NoSigningKey)?;
+        let key = ring.signer_for(alg, now).ok_or(Error::NoSigningKey)?;
         let jti = random_id().map_err(Error::internal)?;
         let expires_at = now + lifetime;
         let mut claims = extra.cloned().unwrap_or_default();
@@ -438,6 +453,7 @@ impl KeyService {
         Ok(AccessToken {
             access_token,
             kid: key.meta.kid.clone(),
+            alg,
             expires_in: expires_at.unix() - now.unix(),
             scope,
         })
@@ -583,7 +599,8 @@ impl KeyService {
         }
     }
 
-    /// The claims of `token` if it is a compact RS256 JWS signed by a key in
+    /// The claims of `token` if it is a compact JWS signed, with the key's own
+    /// algorithm, by a key in
     /// the ring, naming this issuer and carrying a `jti` and an integer `exp`.
     fn verify_own_token(&self, token: &str) -> Option<VerifiedToken> {
         let token = token.trim();
@@ -593,13 +610,17 @@ impl KeyService {
             return None;
         }
         let fields: Map<String, Value> = serde_json::from_slice(&B64.decode(header).ok()?).ok()?;
-        if fields.get("alg").and_then(Value::as_str) != Some("RS256") || fields.contains_key("crit")
-        {
+        if fields.contains_key("crit") {
             return None;
         }
         let kid = fields.get("kid").and_then(Value::as_str)?;
         let ring = self.ring();
         let key = ring.get(kid)?;
+        // The header's `alg` must be the key's own: no algorithm confusion
+        // (RFC 8725 section 3.1).
+        if fields.get("alg").and_then(Value::as_str) != Some(key.key.alg().as_str()) {
+            return None;
+        }
         let signing_input = token.get(..header.len() + 1 + payload.len())?;
         let signature = B64.decode(signature).ok()?;
         if !key.key.verifies(signing_input.as_bytes(), &signature) {

@@ -145,9 +145,10 @@ impl KeyStore for MemoryStore {
         let mut state = self.state();
         state.check(false)?;
         let plan = plan(&state.metas());
-        if plan.create.len() > fresh.len() {
-            return Ok(RotateOutcome::NeedKeys(plan.create.len()));
-        }
+        let fresh = match super::match_material(&plan.create, fresh) {
+            Ok(fresh) => fresh,
+            Err(wanted) => return Ok(RotateOutcome::NeedKeys(wanted)),
+        };
         if !plan.is_empty() {
             state.check(true)?;
         }
@@ -157,28 +158,27 @@ impl KeyStore for MemoryStore {
         let mut created = Vec::with_capacity(plan.create.len());
         for (times, material) in plan.create.into_iter().zip(fresh) {
             let meta = times.into_meta(material.kid);
-            if keys
-                .iter()
-                .any(|k| k.meta.generation == meta.generation || k.meta.kid == meta.kid)
-            {
+            if keys.iter().any(|k| {
+                (k.meta.alg, k.meta.generation) == (meta.alg, meta.generation)
+                    || k.meta.kid == meta.kid
+            }) {
                 return Err(StoreError::Query(
                     format!(
-                        "generation {} or kid {} is already stored",
-                        meta.generation, meta.kid
+                        "{} generation {} or kid {} is already stored",
+                        meta.alg, meta.generation, meta.kid
                     )
                     .into(),
                 ));
             }
             keys.push(StoredKey {
                 meta: meta.clone(),
-                n: material.n,
-                e: material.e,
+                public: material.public,
                 sealed: material.sealed,
             });
             created.push(meta);
         }
         keys.retain(|k| !plan.prune.contains(&k.meta.kid));
-        keys.sort_by_key(|k| k.meta.generation);
+        keys.sort_by_key(|k| (k.meta.alg, k.meta.generation));
         state.keys = keys;
         Ok(RotateOutcome::Applied {
             created,
@@ -225,6 +225,8 @@ impl KeyStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::keys::{
+        Algorithm,
+        crypto::PublicMembers,
         meta,
         policy::{NewKey, Plan},
         seal::SealedKey,
@@ -232,9 +234,12 @@ mod tests {
 
     fn material(kid: &str) -> NewKeyMaterial {
         NewKeyMaterial {
+            alg: Algorithm::Rs256,
             kid: kid.to_owned(),
-            n: "n".into(),
-            e: "AQAB".into(),
+            public: PublicMembers::Rsa {
+                n: "n".into(),
+                e: "AQAB".into(),
+            },
             sealed: SealedKey {
                 kek_id: "kek".into(),
                 nonce: vec![0; 12],
@@ -246,6 +251,7 @@ mod tests {
     fn new_key(generation: i64) -> NewKey {
         let m = meta(generation, 100, 200, 300);
         NewKey {
+            alg: Algorithm::Rs256,
             generation,
             published_at: m.published_at,
             activates_at: m.activates_at,
@@ -271,7 +277,7 @@ mod tests {
         };
         assert_eq!(
             store.rotate(&two, vec![material("a")]).await.unwrap(),
-            RotateOutcome::NeedKeys(2)
+            RotateOutcome::NeedKeys(vec![Algorithm::Rs256; 2])
         );
         assert!(store.keys().is_empty(), "nothing written");
 
@@ -350,5 +356,39 @@ mod tests {
         };
         store.rotate(&prune_b, Vec::new()).await.unwrap();
         assert!(store.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_algorithm_has_its_own_generations_and_material_of_its_own_kind() {
+        let store = MemoryStore::new();
+        let mut es256 = new_key(1);
+        es256.alg = Algorithm::Es256;
+        let both = move |_: &[KeyMeta]| Plan {
+            create: vec![new_key(1), es256.clone()],
+            prune: Vec::new(),
+        };
+        assert_eq!(
+            store
+                .rotate(&both, vec![material("a"), material("b")])
+                .await
+                .unwrap(),
+            RotateOutcome::NeedKeys(vec![Algorithm::Rs256, Algorithm::Es256]),
+            "an RS256 key does not fill an ES256 slot"
+        );
+        let mut ec = material("e");
+        ec.alg = Algorithm::Es256;
+        store.rotate(&both, vec![ec, material("a")]).await.unwrap();
+        let slots: Vec<(Algorithm, i64, String)> = store
+            .keys()
+            .iter()
+            .map(|k| (k.meta.alg, k.meta.generation, k.meta.kid.clone()))
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                (Algorithm::Rs256, 1, "a".to_owned()),
+                (Algorithm::Es256, 1, "e".to_owned())
+            ]
+        );
     }
 }

@@ -20,7 +20,7 @@ pub use sql::SqlStore;
 pub use url::{StoreUrl, redact};
 
 use crate::{
-    keys::{KeyMeta, policy::Plan, seal::SealedKey},
+    keys::{Algorithm, KeyMeta, crypto::PublicMembers, policy::Plan, seal::SealedKey},
     time::Timestamp,
 };
 
@@ -28,18 +28,40 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredKey {
     pub meta: KeyMeta,
-    pub n: String,
-    pub e: String,
+    /// The public members of its JWK, kept in the clear.
+    pub public: PublicMembers,
     pub sealed: SealedKey,
 }
 
 /// A freshly generated key, sealed, waiting for a plan to give it a schedule.
 #[derive(Clone, Debug)]
 pub struct NewKeyMaterial {
+    /// The algorithm it signs with: it fills a planned key of that algorithm only.
+    pub alg: Algorithm,
     pub kid: String,
-    pub n: String,
-    pub e: String,
+    pub public: PublicMembers,
     pub sealed: SealedKey,
+}
+
+/// Pairs each planned key with the first unused material of its algorithm;
+/// `Err` lists the algorithms of every planned key when some lack material.
+pub fn match_material(
+    create: &[crate::keys::policy::NewKey],
+    fresh: Vec<NewKeyMaterial>,
+) -> Result<Vec<NewKeyMaterial>, Vec<Algorithm>> {
+    let mut fresh: Vec<Option<NewKeyMaterial>> = fresh.into_iter().map(Some).collect();
+    let mut matched = Vec::with_capacity(create.len());
+    for planned in create {
+        let found = fresh
+            .iter_mut()
+            .find(|m| m.as_ref().is_some_and(|m| m.alg == planned.alg))
+            .and_then(Option::take);
+        match found {
+            Some(material) => matched.push(material),
+            None => return Err(create.iter().map(|k| k.alg).collect()),
+        }
+    }
+    Ok(matched)
 }
 
 /// What a [`KeyStore::rotate`] call did.
@@ -50,8 +72,9 @@ pub enum RotateOutcome {
         created: Vec<KeyMeta>,
         pruned: Vec<String>,
     },
-    /// The plan, re-made under the lock, wants more keys than were supplied.
-    NeedKeys(usize),
+    /// The plan, re-made under the lock, wants keys that were not supplied:
+    /// one of each algorithm listed.
+    NeedKeys(Vec<Algorithm>),
 }
 
 /// What a [`KeyStore::remove`] call did.

@@ -15,7 +15,14 @@ use super::{
     KeyStore, NewKeyMaterial, Planner, RemoveCheck, RemoveOutcome, Resealer, Revocation,
     RotateOutcome, StoreError, StoredKey, redact,
 };
-use crate::{keys::KeyMeta, keys::seal::SealedKey, time::Timestamp};
+use crate::{
+    keys::{
+        Algorithm, KeyMeta,
+        crypto::{ED25519, P256, PublicMembers},
+        seal::SealedKey,
+    },
+    time::Timestamp,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -40,8 +47,8 @@ pub struct SqlStore {
 /// The `signing_keys` columns, as a literal so queries stay static strings.
 macro_rules! columns {
     () => {
-        "generation, kid, published_at, activates_at, retires_at, expires_at, \
-         n, e, kek_id, nonce, sealed_key"
+        "alg, generation, kid, published_at, activates_at, retires_at, expires_at, \
+         n, e, crv, x, y, kek_id, nonce, sealed_key"
     };
 }
 
@@ -184,17 +191,51 @@ async fn sqlite_session(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
 
 fn from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {
     let time = |col: &str| row.try_get::<i64, _>(col).map(Timestamp::from_unix);
+    let kid: String = row.try_get("kid")?;
+    let alg: Algorithm = row
+        .try_get::<String, _>("alg")?
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("key {kid}: {e}")))?;
+    let member = |col: &str| -> Result<String, StoreError> {
+        row.try_get::<Option<String>, _>(col)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{alg} key {kid} has no {col}")))
+    };
+    let curve = |expected: &'static str| -> Result<&'static str, StoreError> {
+        let crv = member("crv")?;
+        if crv == expected {
+            Ok(expected)
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "{alg} key {kid} is on curve {crv:?}, not {expected}"
+            )))
+        }
+    };
+    let public = match alg {
+        Algorithm::Rs256 | Algorithm::Ps256 => PublicMembers::Rsa {
+            n: member("n")?,
+            e: member("e")?,
+        },
+        Algorithm::Es256 => PublicMembers::Ec {
+            crv: curve(P256)?,
+            x: member("x")?,
+            y: member("y")?,
+        },
+        Algorithm::EdDsa => PublicMembers::Okp {
+            crv: curve(ED25519)?,
+            x: member("x")?,
+        },
+    };
     Ok(StoredKey {
         meta: KeyMeta {
-            kid: row.try_get("kid")?,
+            alg,
+            kid,
             generation: row.try_get("generation")?,
             published_at: time("published_at")?,
             activates_at: time("activates_at")?,
             retires_at: time("retires_at")?,
             expires_at: time("expires_at")?,
         },
-        n: row.try_get("n")?,
-        e: row.try_get("e")?,
+        public,
         sealed: SealedKey {
             kek_id: row.try_get("kek_id")?,
             nonce: row.try_get("nonce")?,
@@ -210,7 +251,7 @@ where
     let rows = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        " FROM signing_keys ORDER BY generation"
+        " FROM signing_keys ORDER BY alg, generation"
     ))
     .fetch_all(executor)
     .await?;
@@ -263,25 +304,49 @@ impl KeyStore for SqlStore {
         let current = load_all(&mut *tx).await?;
         let metas: Vec<KeyMeta> = current.into_iter().map(|k| k.meta).collect();
         let plan = plan(&metas);
-        if plan.create.len() > fresh.len() {
-            return Ok(RotateOutcome::NeedKeys(plan.create.len()));
-        }
+        let fresh = match super::match_material(&plan.create, fresh) {
+            Ok(fresh) => fresh,
+            Err(wanted) => return Ok(RotateOutcome::NeedKeys(wanted)),
+        };
         let mut created = Vec::with_capacity(plan.create.len());
         for (times, material) in plan.create.into_iter().zip(fresh) {
             let meta = times.into_meta(material.kid);
+            let (mut n, mut e, mut crv, mut x, mut y) = (None, None, None, None, None);
+            match material.public {
+                PublicMembers::Rsa {
+                    n: modulus,
+                    e: exponent,
+                } => {
+                    (n, e) = (Some(modulus), Some(exponent));
+                }
+                PublicMembers::Ec {
+                    crv: curve,
+                    x: px,
+                    y: py,
+                } => {
+                    (crv, x, y) = (Some(curve.to_owned()), Some(px), Some(py));
+                }
+                PublicMembers::Okp { crv: curve, x: px } => {
+                    (crv, x) = (Some(curve.to_owned()), Some(px));
+                }
+            }
             sqlx::query(concat!(
                 "INSERT INTO signing_keys (",
                 columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             ))
+            .bind(meta.alg.as_str())
             .bind(meta.generation)
             .bind(meta.kid.clone())
             .bind(meta.published_at.unix())
             .bind(meta.activates_at.unix())
             .bind(meta.retires_at.unix())
             .bind(meta.expires_at.unix())
-            .bind(material.n)
-            .bind(material.e)
+            .bind(n)
+            .bind(e)
+            .bind(crv)
+            .bind(x)
+            .bind(y)
             .bind(material.sealed.kek_id)
             .bind(material.sealed.nonce)
             .bind(material.sealed.ciphertext)

@@ -16,7 +16,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     access::{Caller, Credentials},
     error::{AuthProblem, Error},
-    keys::crypto::PublicJwk,
+    keys::crypto::{PublicJwk, PublicMembers},
     metrics::{Door, JwksOutcome, Metrics},
     proto::{
         self, GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
@@ -153,7 +153,8 @@ impl KeyServiceRpc for GrpcKeyService {
             .issue_token(&token_request, &caller, Timestamp::now())
             .await
             .map_err(to_status)?;
-        self.metrics.token_issued(Door::Grpc, token_request.expired);
+        self.metrics
+            .token_issued(Door::Grpc, token_request.expired, issued.alg);
         Ok(Response::new(issued.into()))
     }
 }
@@ -224,14 +225,21 @@ fn bad_metadata(key: &str, message: impl Into<String>) -> Status {
 
 impl From<&PublicJwk> for proto::Jwk {
     fn from(jwk: &PublicJwk) -> Self {
-        Self {
+        let mut out = Self {
             kty: jwk.kty.to_owned(),
             r#use: jwk.use_.to_owned(),
             alg: jwk.alg.to_owned(),
             kid: jwk.kid.clone(),
-            n: jwk.n.clone(),
-            e: jwk.e.clone(),
+            ..Self::default()
+        };
+        match &jwk.public {
+            PublicMembers::Rsa { n, e } => (out.n, out.e) = (n.clone(), e.clone()),
+            PublicMembers::Ec { crv, x, y } => {
+                (out.crv, out.x, out.y) = ((*crv).to_owned(), x.clone(), y.clone());
+            }
+            PublicMembers::Okp { crv, x } => (out.crv, out.x) = ((*crv).to_owned(), x.clone()),
         }
+        out
     }
 }
 
@@ -242,6 +250,7 @@ impl From<IssueTokenRequest> for TokenRequest {
             subject: request.subject,
             audience: request.audience,
             lifetime_seconds: request.lifetime_seconds,
+            alg: request.alg,
         }
     }
 }

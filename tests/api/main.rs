@@ -2,6 +2,7 @@
 //! (REST with reqwest, gRPC with the generated tonic client), every token
 //! verified against the JWKS fetched over the wire by an independent verifier.
 
+mod algorithms;
 mod connections;
 mod etag;
 mod faults;

@@ -18,6 +18,7 @@ use std::{
 
 use jwks_server::{
     keys::{
+        Algorithm,
         policy::Policy,
         seal::{Kek, KekRing},
     },
@@ -282,22 +283,29 @@ impl Replica {
     }
 }
 
-/// Asserts the store holds exactly one key per rotation slot.
+/// Asserts the store holds exactly one key per rotation slot of each algorithm.
 fn assert_one_key_per_slot(keys: &[StoredKey]) {
-    let mut by_generation: Vec<&StoredKey> = keys.iter().collect();
-    by_generation.sort_by_key(|k| k.meta.generation);
-    let generations: Vec<i64> = by_generation.iter().map(|k| k.meta.generation).collect();
-    let expected: Vec<i64> = (1..=generations.len() as i64).collect();
-    assert_eq!(
-        generations, expected,
-        "generations are contiguous, none doubled"
-    );
-    let starts: HashSet<i64> = keys.iter().map(|k| k.meta.activates_at.unix()).collect();
-    assert_eq!(
-        starts.len(),
-        keys.len(),
-        "no two keys take over at the same instant"
-    );
+    let algorithms: HashSet<_> = keys.iter().map(|k| k.meta.alg).collect();
+    for alg in algorithms {
+        let mut by_generation: Vec<&StoredKey> =
+            keys.iter().filter(|k| k.meta.alg == alg).collect();
+        by_generation.sort_by_key(|k| k.meta.generation);
+        let generations: Vec<i64> = by_generation.iter().map(|k| k.meta.generation).collect();
+        let expected: Vec<i64> = (1..=generations.len() as i64).collect();
+        assert_eq!(
+            generations, expected,
+            "{alg}: generations are contiguous, none doubled"
+        );
+        let starts: HashSet<i64> = by_generation
+            .iter()
+            .map(|k| k.meta.activates_at.unix())
+            .collect();
+        assert_eq!(
+            starts.len(),
+            by_generation.len(),
+            "{alg}: no two keys take over at the same instant"
+        );
+    }
 }
 
 #[tokio::test]
@@ -314,6 +322,31 @@ async fn replicas_started_together_on_an_empty_database_create_one_key_set() {
     assert_one_key_per_slot(&keys);
     let client = reqwest::Client::new();
     let first = kids(&replicas[0].jwks(&client).await);
+    for replica in &replicas[1..] {
+        assert_eq!(kids(&replica.jwks(&client).await), first);
+    }
+}
+
+#[tokio::test]
+async fn replicas_started_together_with_two_algorithms_create_one_key_set_per_algorithm() {
+    let db = TestDatabase::create().await;
+    let settings = [("JWKS_ALGORITHMS", "EdDSA,PS256")];
+    let replicas = futures_join3(
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+    )
+    .await;
+    let keys = db.keys().await;
+    for alg in [Algorithm::EdDsa, Algorithm::Ps256] {
+        let own = keys.iter().filter(|k| k.meta.alg == alg).count();
+        assert_eq!(own, 2, "{alg}: one active and one expired key, once");
+    }
+    assert_eq!(keys.len(), 4);
+    assert_one_key_per_slot(&keys);
+    let client = reqwest::Client::new();
+    let first = kids(&replicas[0].jwks(&client).await);
+    assert_eq!(first.len(), 2, "one published key per algorithm");
     for replica in &replicas[1..] {
         assert_eq!(kids(&replica.jwks(&client).await), first);
     }
@@ -609,4 +642,183 @@ async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
         }
     }
     assert_one_key_per_slot(&db.keys().await);
+}
+
+/// Two algorithms on three replicas rotating every second: each algorithm
+/// fills each of its slots exactly once, and a token of either algorithm
+/// from any replica verifies against any replica's JWKS.
+#[tokio::test]
+async fn replicas_with_two_algorithms_fill_each_slot_once_per_algorithm_through_rotations() {
+    let db = TestDatabase::create().await;
+    let mut settings = FAST.to_vec();
+    settings.push(("JWKS_ALGORITHMS", "RS256,ES256"));
+    let replicas = futures_join3(
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+        Replica::start_on(&db.url, &settings),
+    )
+    .await;
+    assert_one_key_per_slot(&db.keys().await);
+
+    let client = reqwest::Client::new();
+    let mut signing_kids: HashMap<String, HashSet<String>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    let mut round = 0usize;
+    let rotated = |seen: &HashMap<String, HashSet<String>>| {
+        ["RS256", "ES256"]
+            .iter()
+            .all(|alg| seen.get(*alg).map_or(0, HashSet::len) >= 6)
+    };
+    while !rotated(&signing_kids) && tokio::time::Instant::now() < deadline {
+        round += 1;
+        let alg = if round.is_multiple_of(2) {
+            "ES256"
+        } else {
+            "RS256"
+        };
+        let issuer = &replicas[round % 3];
+        let token = if (round / 2).is_multiple_of(2) {
+            let response = client
+                .post(format!("{}/auth?alg={alg}", issuer.http))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "round {round}");
+            response.text().await.unwrap()
+        } else {
+            KeyServiceClient::connect(format!("http://{}", issuer.grpc))
+                .await
+                .unwrap()
+                .issue_token(IssueTokenRequest {
+                    alg: Some(alg.to_owned()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                .into_inner()
+                .token
+        };
+        assert_eq!(header(&token)["alg"], alg);
+        let kid = header(&token)["kid"].as_str().unwrap().to_owned();
+        signing_kids.entry(alg.to_owned()).or_default().insert(kid);
+        let fresh = replicas[(round * 5 + 2) % 3].jwks(&client).await;
+        crate::algorithms::verify_any(&token, &fresh)
+            .unwrap_or_else(|e| panic!("round {round}: {alg}: {e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys = db.keys().await;
+    assert_one_key_per_slot(&keys);
+    let per_alg = |alg: &str| signing_kids.get(alg).map_or(0, HashSet::len);
+    println!(
+        "replicas: 3, algorithms: RS256, ES256, signing keys seen: RS256 {}, ES256 {}, keys in store: {}",
+        per_alg("RS256"),
+        per_alg("ES256"),
+        keys.len()
+    );
+    assert!(rotated(&signing_kids), "both rotated: {signing_kids:?}");
+}
+
+/// A PostgreSQL store written by the release before algorithms: the
+/// fixture's rows (tests/fixtures/release-1-store.db) in a database whose
+/// schema stops at that release's migration. Today's store migrates it,
+/// keeps every key as RS256, adds the newly configured algorithm, and rotates.
+#[tokio::test]
+async fn a_postgres_store_written_by_the_release_before_algorithms_opens_and_rotates() {
+    use sqlx::Row;
+    let db = TestDatabase::create().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let migrator = sqlx::migrate::Migrator::new(root.join("migrations/postgres"))
+        .await
+        .unwrap();
+    let mut pg = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    migrator.run_to(1, &mut pg).await.unwrap();
+
+    let fixture = root.join("tests/fixtures/release-1-store.db");
+    let mut old =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", fixture.display()))
+            .await
+            .unwrap();
+    let columns = "generation, kid, published_at, activates_at, retires_at, expires_at, n, e, \
+                   kek_id, nonce, sealed_key";
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {columns} FROM signing_keys")))
+        .fetch_all(&mut old)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO signing_keys ({columns}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        )))
+        .bind(row.get::<i64, _>(0))
+        .bind(row.get::<String, _>(1))
+        .bind(row.get::<i64, _>(2))
+        .bind(row.get::<i64, _>(3))
+        .bind(row.get::<i64, _>(4))
+        .bind(row.get::<i64, _>(5))
+        .bind(row.get::<String, _>(6))
+        .bind(row.get::<String, _>(7))
+        .bind(row.get::<String, _>(8))
+        .bind(row.get::<Vec<u8>, _>(9))
+        .bind(row.get::<Vec<u8>, _>(10))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    }
+    pg.close().await.unwrap();
+
+    let kek = std::fs::read_to_string(root.join("tests/fixtures/release-1-store.kek")).unwrap();
+    let mut policy = Policy::new(
+        Duration::from_secs(15 * 60),
+        Duration::from_secs(30 * 60),
+        Duration::from_secs(10 * 60),
+        Duration::from_secs(10),
+        Duration::from_secs(5 * 60),
+    );
+    policy.algorithms = vec![Algorithm::Rs256, Algorithm::EdDsa];
+    let store: Arc<dyn KeyStore> = Arc::new(SqlStore::connect(&db.url).await.unwrap());
+    let keks = KekRing::new(vec![Kek::from_base64(kek.trim()).unwrap()]).unwrap();
+    let now = Timestamp::now();
+    let service = KeyService::start(
+        store,
+        keks,
+        policy,
+        "http://test".into(),
+        Access::default(),
+        now,
+    )
+    .await
+    .unwrap();
+
+    let fixture_kids = crate::algorithms::FIXTURE_KIDS;
+    let jwks: Value = serde_json::from_slice(&service.jwks(now).json).unwrap();
+    let published = kids(&jwks);
+    assert!(published.contains(&fixture_kids[1].to_owned()), "{jwks}");
+    assert!(published.contains(&fixture_kids[2].to_owned()), "{jwks}");
+    assert_eq!(
+        service
+            .ring()
+            .signer(now)
+            .map(|k| k.meta.kid.clone())
+            .as_deref(),
+        Some(fixture_kids[2])
+    );
+    assert!(service.ring().signer_for(Algorithm::EdDsa, now).is_some());
+
+    let created = service
+        .rotate(jwks_server::keys::policy::Trigger::Operator, now)
+        .await
+        .unwrap();
+    assert!(
+        created
+            .iter()
+            .any(|k| k.alg == Algorithm::Rs256 && k.generation == 4),
+        "{created:?}"
+    );
+    let keys = db.keys().await;
+    for kid in fixture_kids {
+        let key = keys.iter().find(|k| k.meta.kid == kid).expect("kept");
+        assert_eq!(key.meta.alg, Algorithm::Rs256);
+    }
+    assert_one_key_per_slot(&keys);
 }

@@ -49,6 +49,9 @@ pub struct AuthBody {
     // `Debug`). A plain comment, so the OpenAPI document stays as it was.
     #[schema(value_type = Option<String>)]
     client_secret: Option<SecretString>,
+    /// The algorithm to sign with (`RS256`, `PS256`, `ES256`, `EdDSA`), one
+    /// the server runs. If the query also has `alg`, the two must agree.
+    alg: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +165,7 @@ pub fn auth_request(
     let query = query.unwrap_or_default();
     refuse_body_members_in_query(query)?;
     let query_expired = query_expired(query)?;
+    let query_alg = query_alg(query)?;
     let mut fields = parse_body(headers, &body)?;
     let credentials = credentials(headers, &mut fields)?;
     let expired = match (query_expired, fields.expired) {
@@ -177,6 +181,21 @@ pub fn auth_request(
         }
         (in_query, in_body) => in_query.or(in_body).unwrap_or(false),
     };
+    let alg = match (query_alg, fields.alg) {
+        (Some(in_query), Some(in_body)) if in_query != in_body => {
+            return Err(Error::invalid(
+                "alg",
+                format!(
+                    "the query says alg={} but the body says alg={}; send it in one place, \
+                     or the same value in both",
+                    truncate(&in_query, 64),
+                    truncate(&in_body, 64)
+                ),
+            )
+            .into());
+        }
+        (in_query, in_body) => in_query.or(in_body),
+    };
     let audience = one_of("audience", fields.audience, "aud", fields.aud)?;
     let lifetime_seconds = one_of(
         "lifetime_seconds",
@@ -189,6 +208,7 @@ pub fn auth_request(
         subject: fields.username,
         audience: audience.map(OneOrMany::into_vec).unwrap_or_default(),
         lifetime_seconds,
+        alg,
     };
     Ok((request, credentials))
 }
@@ -228,7 +248,7 @@ fn refuse_body_members_in_query(query: &str) -> Result<(), ApiError> {
     for (name, _) in form_urlencoded::parse(query.as_bytes()) {
         if let Some(member) = BODY_MEMBERS.iter().find(|member| **member == name) {
             return Err(ApiError::bad_request(format!(
-                "{member} was sent in the query string; only expired belongs there, \
+                "{member} was sent in the query string; only expired and alg belong there, \
                  send {member} in a form or JSON body"
             )));
         }
@@ -268,6 +288,24 @@ fn query_expired(query: &str) -> Result<Option<bool>, Error> {
         expired = Some(this);
     }
     Ok(expired)
+}
+
+/// The query's `alg`, if present: repeated only with the same value.
+fn query_alg(query: &str) -> Result<Option<String>, Error> {
+    let mut alg: Option<String> = None;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if name != "alg" {
+            continue;
+        }
+        if alg.as_deref().is_some_and(|seen| seen != value) {
+            return Err(Error::invalid(
+                "alg",
+                "given more than once with different values",
+            ));
+        }
+        alg = Some(value.into_owned());
+    }
+    Ok(alg)
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -359,6 +397,7 @@ fn parse_form_body(body: &[u8]) -> Result<AuthBody, String> {
                 }
                 fields.client_secret = Some(SecretString::from(value.as_ref()));
             }
+            "alg" => once(&mut fields.alg)?,
             "audience" => audience.push(value.into_owned()),
             "aud" => aud.push(value.into_owned()),
             "lifetime_seconds" => seconds(&mut fields.lifetime_seconds)?,

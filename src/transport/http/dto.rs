@@ -115,10 +115,22 @@ pub struct Jwk {
     pub alg: String,
     /// RFC 7638 SHA-256 thumbprint, base64url.
     pub kid: String,
-    /// Modulus, base64url without padding (2048 bits).
-    pub n: String,
+    /// RSA: modulus, base64url without padding (2048, 3072 or 4096 bits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA: public exponent, base64url without padding.
     #[schema(example = "AQAB")]
-    pub e: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// EC: `P-256`; OKP: `Ed25519` (RFC 7518 §6.2.1.1, RFC 8037 §2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// EC: x coordinate; OKP: the public key; base64url without padding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// EC: y coordinate, base64url without padding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
 }
 
 /// `GET /.well-known/jwks.json`: every unexpired key, newest first.

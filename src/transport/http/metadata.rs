@@ -41,7 +41,12 @@ pub(super) fn issuer_metadata(state: &AppState) -> Response {
         // No authorization endpoint, so no response type: present and empty.
         response_types_supported: Vec::new(),
         scopes_supported: (!scopes.is_empty()).then_some(scopes),
-        id_token_signing_alg_values_supported: strings(&["RS256"]),
+        id_token_signing_alg_values_supported: state
+            .service
+            .algorithms()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         subject_types_supported: strings(&["public"]),
         claims_supported: strings(&[
             "iss",

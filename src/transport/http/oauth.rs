@@ -245,6 +245,7 @@ async fn token(
         scope: form.take("scope"),
         audience: form.take_all("audience"),
         resource: form.take_all("resource"),
+        alg: form.take("alg"),
     };
     let caller = Caller {
         credentials,
@@ -257,7 +258,7 @@ async fn token(
         .map_err(OAuthResponseError)?;
     state
         .metrics
-        .token_issued(crate::metrics::Door::Rest, false);
+        .token_issued(crate::metrics::Door::Rest, false, issued.alg);
     let body = TokenBody {
         access_token: &issued.access_token,
         token_type: AccessToken::TOKEN_TYPE,

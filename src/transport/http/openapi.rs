@@ -15,7 +15,8 @@ use super::{
 #[openapi(
     info(
         title = "jwks-server",
-        description = "Publishes RSA signing keys as a JWKS and issues RS256 JWTs. \
+        description = "Publishes signing keys as a JWKS and issues JWTs (RS256 by default; \
+                       PS256, ES256 and EdDSA with --algorithms). \
                        The same operations are served over gRPC (jwks.v1.KeyService)."
     ),
     paths(

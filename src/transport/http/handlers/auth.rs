@@ -21,7 +21,8 @@ use super::{
 };
 use crate::{access::Caller, metrics::Door, service::IssuedToken, time::Timestamp};
 
-/// Issues a RS256 JWT signed by the active key, or with `expired` one signed
+/// Issues a JWT signed by the active key of the algorithm asked for (`alg`),
+/// or with `expired` one signed
 /// by an expired key with `exp` in the past. Accepts no body, form and JSON
 /// bodies, Basic and Bearer credentials; a username becomes `sub`. The token
 /// comes as text, or as JSON with `Accept: application/json`.
@@ -58,7 +59,9 @@ pub(crate) async fn auth(
         .service
         .issue_token(&request, &caller, Timestamp::now())
         .await?;
-    state.metrics.token_issued(Door::Rest, request.expired);
+    state
+        .metrics
+        .token_issued(Door::Rest, request.expired, issued.alg);
     Ok(token_response(&headers, &issued))
 }
 
