@@ -64,7 +64,9 @@ pub enum KeysCommand {
     /// Delete one key from the store (for example an expired key whose row is
     /// damaged); running servers drop it within --reload-every.
     Remove {
-        /// The key's `kid`, as `keys list` shows it.
+        /// The key's `kid`, as `keys list` shows it. A kid is base64url and
+        /// may start with `-`, so it is never read as a flag.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Also remove a key that signs now or whose tokens may still be in
         /// use: verifiers then reject every token it signed.
@@ -523,6 +525,19 @@ mod tests {
             panic!("expected sqlite");
         };
         assert_eq!(path, PathBuf::from("/tmp/k.db"));
+    }
+
+    #[test]
+    fn a_kid_that_starts_with_a_hyphen_is_a_kid_not_a_flag() {
+        // base64url thumbprints start with `-` one time in 64.
+        let cli = Cli::try_parse_from(["jwks-server", "keys", "remove", "-qX1_kid"]).unwrap();
+        let Some(Command::Keys {
+            action: KeysCommand::Remove { kid, force },
+        }) = cli.command
+        else {
+            panic!("expected keys remove");
+        };
+        assert_eq!((kid.as_str(), force), ("-qX1_kid", false));
     }
 
     #[test]

@@ -112,10 +112,7 @@ impl KeyService {
             Some(registry) => {
                 let client = self.authenticate(registry, caller).await?;
                 let audience = permitted_audience(&client, &request.audience)?;
-                let alg = match client.alg {
-                    Some(alg) => Some(self.configured(alg)?),
-                    None => None,
-                };
+                let alg = client.alg;
                 (client.id.clone(), audience, Some(client.id.clone()), alg)
             }
         };
@@ -129,10 +126,22 @@ impl KeyService {
                 err
             })?;
         }
-        let alg = asked_alg
-            .or(client_alg)
-            .unwrap_or_else(|| self.default_alg());
+        let alg = self.signing_alg(asked_alg, client_alg)?;
         self.sign(alg, &subject, &audience, lifetime, request.expired, now)
+    }
+
+    /// Which algorithm signs: the one the request names, else the client's
+    /// default (which must be configured), else [`Self::default_alg`].
+    pub(super) fn signing_alg(
+        &self,
+        asked: Option<Algorithm>,
+        client_default: Option<Algorithm>,
+    ) -> Result<Algorithm, Error> {
+        match (asked, client_default) {
+            (Some(alg), _) => Ok(alg),
+            (None, Some(alg)) => self.configured(alg),
+            (None, None) => Ok(self.default_alg()),
+        }
     }
 
     /// The algorithm that signs requests that name none (the first configured).
@@ -173,7 +182,7 @@ impl KeyService {
         }
     }
 
-    pub(super) fn configured(&self, alg: Algorithm) -> Result<Algorithm, Error> {
+    fn configured(&self, alg: Algorithm) -> Result<Algorithm, Error> {
         if self.algorithms().contains(&alg) {
             Ok(alg)
         } else {

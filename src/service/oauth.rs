@@ -339,13 +339,7 @@ impl KeyService {
         let asked_audience = asked_audience(request)?;
         let asked_alg = self.named_alg(request.alg.as_deref())?;
         let (client_id, client) = self.oauth_client(caller).await?;
-        let client_alg = match client.as_ref().and_then(|c| c.alg) {
-            Some(alg) => Some(self.configured(alg)?),
-            None => None,
-        };
-        let alg = asked_alg
-            .or(client_alg)
-            .unwrap_or_else(|| self.default_alg());
+        let alg = self.signing_alg(asked_alg, client.as_ref().and_then(|c| c.alg))?;
         let grants = client.as_ref().map(|c| &c.grants);
         let scopes = match grants {
             None => asked_scopes,

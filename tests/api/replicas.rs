@@ -650,7 +650,14 @@ async fn after_kill_9_of_a_replica_the_others_keep_rotating() {
 #[tokio::test]
 async fn replicas_with_two_algorithms_fill_each_slot_once_per_algorithm_through_rotations() {
     let db = TestDatabase::create().await;
-    let mut settings = FAST.to_vec();
+    // Two key pairs per rotation: each key signs for 2 s (not FAST's 1 s), so
+    // a replica on a loaded machine still reloads well inside every window.
+    let mut settings: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .filter(|(name, _)| *name != "JWKS_ROTATE_EVERY")
+        .collect();
+    settings.push(("JWKS_ROTATE_EVERY", "2s"));
     settings.push(("JWKS_ALGORITHMS", "RS256,ES256"));
     let replicas = futures_join3(
         Replica::start_on(&db.url, &settings),
