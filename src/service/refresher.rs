@@ -85,8 +85,11 @@ impl KeyService {
         stop: CancellationToken,
         clock: fn() -> Timestamp,
     ) {
+        // However late a round ends, the next one waits at least this long.
+        const MIN_PAUSE: Duration = Duration::from_millis(50);
         let reload_every = self.policy().reload_every;
         let mut failed = false;
+        let mut round_started = tokio::time::Instant::now();
         loop {
             let now = clock();
             // After a failure, wait a whole interval: a due rotation that
@@ -98,10 +101,16 @@ impl KeyService {
                     .min(now.until(self.next_deadline()))
                     .max(Duration::from_millis(200))
             };
+            // The interval runs from the start of the last round, not its
+            // end: the publication rule counts on every replica reloading
+            // within the reload interval, and the time a round takes (store
+            // calls, key generation, a busy machine) must not stretch it.
+            let wake = (round_started + wait).max(tokio::time::Instant::now() + MIN_PAUSE);
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
+            round_started = tokio::time::Instant::now();
             let now = clock();
             let result = self.rotate(Trigger::Schedule, now).await;
             failed = result.is_err();
