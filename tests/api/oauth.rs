@@ -17,15 +17,15 @@ use crate::helpers::{
 
 /// A secret with every character RFC 6749 §2.3.1's form-encoding changes,
 /// and one that is not ASCII.
-const ODD_SECRET: &str = "p/a+s:s=w örd%";
+pub(crate) const ODD_SECRET: &str = "p/a+s:s=w örd%";
 
-fn form_encode(value: &str) -> String {
+pub(crate) fn form_encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// `client_secret_basic` as RFC 6749 §2.3.1 writes it: each part
 /// form-encoded, then joined and base64-encoded.
-fn basic(id: &str, secret: &str) -> String {
+pub(crate) fn basic(id: &str, secret: &str) -> String {
     let joined = format!("{}:{}", form_encode(id), form_encode(secret));
     format!("Basic {}", STANDARD.encode(joined))
 }
@@ -37,7 +37,9 @@ async fn app_with_clients() -> TestApp {
     spawn_app_with_clients(|_| {}).await
 }
 
-async fn spawn_app_with_clients(adjust: impl FnOnce(&mut jwks_server::config::Config)) -> TestApp {
+pub(crate) async fn spawn_app_with_clients(
+    adjust: impl FnOnce(&mut jwks_server::config::Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clients.json");
     let clients = json!({"clients": [
@@ -57,7 +59,12 @@ async fn spawn_app_with_clients(adjust: impl FnOnce(&mut jwks_server::config::Co
     app
 }
 
-async fn post_form(app: &TestApp, path: &str, auth: Option<&str>, form: &str) -> reqwest::Response {
+pub(crate) async fn post_form(
+    app: &TestApp,
+    path: &str,
+    auth: Option<&str>,
+    form: &str,
+) -> reqwest::Response {
     let mut request = app
         .post(path)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -68,7 +75,7 @@ async fn post_form(app: &TestApp, path: &str, auth: Option<&str>, form: &str) ->
     request.response().await
 }
 
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
