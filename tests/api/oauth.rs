@@ -614,3 +614,76 @@ async fn public_documents_answer_cors_preflight_and_honour_accept_q_values() {
     assert_eq!(json.status(), 200);
     assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
 }
+
+#[tokio::test]
+async fn the_oauth_routes_are_described_in_the_openapi_document() {
+    let app = spawn_app().await;
+    let doc = app.get_json("/openapi.json").await;
+    let schema = |reference: &Value| -> Value {
+        let name = reference["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a reference: {reference}"))
+            .trim_start_matches("#/components/schemas/");
+        doc["components"]["schemas"][name].clone()
+    };
+    let properties = |schema: &Value| -> Vec<String> {
+        let mut names: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no properties: {schema}"))
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    for (path, form_member, answer_members) in [
+        (
+            "/oauth2/token",
+            "grant_type",
+            &["access_token", "expires_in", "scope", "token_type"][..],
+        ),
+        (
+            "/oauth2/introspect",
+            "token",
+            &[
+                "active",
+                "aud",
+                "client_id",
+                "exp",
+                "iat",
+                "iss",
+                "jti",
+                "nbf",
+                "scope",
+                "sub",
+                "token_type",
+            ][..],
+        ),
+        ("/oauth2/revoke", "token", &[][..]),
+    ] {
+        let operation = &doc["paths"][path]["post"];
+        assert!(operation.is_object(), "{path} undocumented");
+        let form = schema(
+            &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"],
+        );
+        assert!(
+            properties(&form).contains(&form_member.to_owned()),
+            "{path}: {form}"
+        );
+        let ok = &operation["responses"]["200"];
+        assert!(ok.is_object(), "{path}: no 200");
+        if !answer_members.is_empty() {
+            let answer = schema(&ok["content"]["application/json"]["schema"]);
+            assert_eq!(properties(&answer), answer_members, "{path}");
+        }
+        for status in ["400", "401"] {
+            let error =
+                schema(&operation["responses"][status]["content"]["application/json"]["schema"]);
+            assert_eq!(
+                properties(&error),
+                ["error", "error_description"],
+                "{path} {status}"
+            );
+        }
+    }
+}
