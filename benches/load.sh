@@ -40,6 +40,11 @@
 #                and grpc_issue), and RS256 with 3072- and 4096-bit keys
 #                rest_auth_rs3072, grpc_issue_rs3072, rest_auth_rs4096, grpc_issue_rs4096
 #   OPENSSL_SECONDS=5   seconds of `openssl speed` per algorithm
+#   OAuth (issue #12): rest_oauth_token (POST /oauth2/token, client_secret_basic
+#                with a secret the server has proven once, so it answers from its
+#                cache; the server runs with a --clients-file) and rest_introspect
+#                (POST /oauth2/introspect of a live RS256 access token), set
+#                against POST /auth and openssl's rsa2048 verify rate
 #   PROFILE=release     dev: reuse the debug build, to check the script quickly
 #                (its numbers mean nothing)
 #
@@ -75,13 +80,15 @@ OPENSSL_SECONDS=${OPENSSL_SECONDS:-5}
 PROFILE=${PROFILE:-release}
 export WRK_STRICT
 
-# The targets of issues #7 and #13.
+# The targets of issues #7, #12 and #13.
 ISSUE_VS_OPENSSL=0.90 # token issuance (REST and gRPC) against the combined limit of its algorithm
 JWKS_VS_NGINX=1.0     # REST JWKS against nginx's static file
 GRPC_VS_REST=0.8      # gRPC GetJwks against REST JWKS
 TAIL_FACTOR=4         # p99 below this many times p50
 RSS_LIMIT_MB=25       # peak RSS
 TWO_CORE_GAIN=1.7     # issuance on two cores against one
+OAUTH_TOKEN_VS_AUTH=0.9   # POST /oauth2/token (proven secret) against POST /auth
+INTROSPECT_VS_VERIFY=0.5  # POST /oauth2/introspect against openssl's rsa2048 verify rate
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LUA="$ROOT/benches/wrk/request.lua"
@@ -164,6 +171,9 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Extra server flags for the next scenarios (e.g. --clients-file).
+SERVER_ARGS=()
+
 # start_server CPUS LOGS [RSA_BITS]: LOGS is "quiet" (RUST_LOG=warn) or "info"
 # (the default). The server runs $ALGORITHMS; with RSA_BITS, RS256 alone with
 # keys of that size, on a store of its own.
@@ -177,7 +187,7 @@ start_server() {
     fi
     env "${env[@]}" taskset -c "$cpus" "$BIN" \
         --http-addr "$HOST:$HTTP_PORT" --grpc-addr "$HOST:$GRPC_PORT" \
-        --store "sqlite://$store" --drain-timeout 2s "${keys[@]}" \
+        --store "sqlite://$store" --drain-timeout 2s "${keys[@]}" "${SERVER_ARGS[@]}" \
         >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 300); do
@@ -377,7 +387,11 @@ repeat_runs() {
 #   KIND rest: ARGS = PATH EXPECTED_STATUS [VAR=VALUE...] for the Lua script
 #   KIND grpc: ARGS = RPC [ALG] (see grpc_load --help)
 # RSA_BITS set: the server signs RS256 with keys of that size (see start_server).
+# PREPARE set: a function run once the server is up, which may put more
+# VAR=VALUE pairs for the Lua script in PREPARED (a token to introspect).
 RSA_BITS=""
+PREPARE=""
+PREPARED=()
 scenario() {
     local name=$1 label=$2 server_cpus=$3 load_cpus=$4 logs=$5 kind=$6
     shift 6
@@ -385,6 +399,9 @@ scenario() {
     say "$label (server on cpu $server_cpus, load on cpu $load_cpus, $logs logs)"
     start_server "$server_cpus" "$logs" "$RSA_BITS"
     TARGET_PID=$SERVER_PID
+    PREPARED=()
+    [ -n "$PREPARE" ] && "$PREPARE"
+    set -- "$@" "${PREPARED[@]}"
     if [ "$kind" = rest ]; then
         local path=$1 expect=$2
         shift 2
@@ -405,18 +422,24 @@ scenario() {
 # Sends the scenario's request once with curl and checks its status, so a
 # route that answers wrongly fails loudly before any load.
 preflight() {
-    local url=$1 expect=$2 method=GET inm="" var status
+    local url=$1 expect=$2 method=GET inm="" body="" type="" auth="" var status
     shift 2
     for var in "$@"; do
         case $var in
         WRK_METHOD=*) method=${var#*=} ;;
         WRK_IF_NONE_MATCH=*) inm=${var#*=} ;;
+        WRK_BODY=*) body=${var#*=} ;;
+        WRK_CONTENT_TYPE=*) type=${var#*=} ;;
+        WRK_AUTHORIZATION=*) auth=${var#*=} ;;
         esac
     done
-    local args=(-s -o /dev/null -w '%{http_code}' -X "$method")
+    local args=(-s -o "$WORK/preflight.out" -w '%{http_code}' -X "$method")
     [ -n "$inm" ] && args+=(-H "If-None-Match: $inm")
+    [ -n "$body" ] && args+=(--data-raw "$body")
+    [ -n "$type" ] && args+=(-H "Content-Type: $type")
+    [ -n "$auth" ] && args+=(-H "Authorization: $auth")
     status=$(curl "${args[@]}" "$url")
-    [ "$status" = "$expect" ] || die "$method $url answered $status, expected $expect"
+    [ "$status" = "$expect" ] || die "$method $url answered $status, expected $expect: $(head -c 300 "$WORK/preflight.out")"
 }
 
 nginx_scenario() {
@@ -479,10 +502,10 @@ EOF
     summarise "$name" "$label" "$rss"
 }
 
-# openssl_sign_rate NAME: one core's sign/s for NAME (rsa2048, rsa3072,
-# rsa4096, ecdsap256, ed25519). The sign/s column is the last but one of each
-# result line (OpenSSL 3.0).
-openssl_sign_rate() {
+# openssl_rates NAME: one core's "sign/s verify/s" for NAME (rsa2048, rsa3072,
+# rsa4096, ecdsap256, ed25519): the last two columns of each result line
+# (OpenSSL 3.0).
+openssl_rates() {
     local name=$1 pattern
     case $name in
     rsa*) pattern="^rsa ${name#rsa} bits" ;;
@@ -493,7 +516,7 @@ openssl_sign_rate() {
     say "openssl speed -seconds $OPENSSL_SECONDS $name (cpu $SERVER_CPU)"
     wait_idle
     taskset -c "$SERVER_CPU" openssl speed -seconds "$OPENSSL_SECONDS" "$name" 2>/dev/null |
-        awk -v p="$pattern" '$0 ~ p { print $(NF - 1) }'
+        awk -v p="$pattern" '$0 ~ p { print $(NF - 1), $NF }'
 }
 
 # limit SIGN_RATE NGINX_RATE: the combined limit 1 / (1/sign + 1/nginx), or
@@ -546,11 +569,12 @@ ETAG=$(curl -sfI "http://$HOST:$HTTP_PORT/.well-known/jwks.json" |
 stop_server
 
 # One core's sign rate of each algorithm's key type, in the same run.
-declare -A SIGNS
+declare -A SIGNS VERIFIES
 if want openssl; then
     for kind in rsa2048 rsa3072 rsa4096 ecdsap256 ed25519; do
-        SIGNS[$kind]=$(openssl_sign_rate "$kind")
-        [ -n "${SIGNS[$kind]}" ] || die "could not read openssl's $kind sign rate"
+        read -r SIGNS[$kind] VERIFIES[$kind] <<<"$(openssl_rates "$kind")"
+        [ -n "${SIGNS[$kind]}" ] && [ -n "${VERIFIES[$kind]}" ] ||
+            die "could not read openssl's $kind sign and verify rates"
     done
 fi
 OPENSSL_SIGNS=${SIGNS[rsa2048]:-}
@@ -581,6 +605,27 @@ for RSA_BITS in 3072 4096; do
     scenario "grpc_issue_rs$RSA_BITS" "gRPC IssueToken RS256 RSA-$RSA_BITS" "$one" "$load" quiet grpc issue
 done
 RSA_BITS=""
+# OAuth: the token endpoint with a secret proven at the preflight (later checks
+# answer from the cache; the one argon2 check, 19 MiB, is in its peak RSS), and
+# introspection of a live access token.
+printf '{"clients":[{"id":"load","secret_hash":"%s","scopes":["read"]}]}\n' \
+    "$(printf %s load-secret | "$BIN" hash-secret)" >"$WORK/clients.json"
+SERVER_ARGS=(--clients-file "$WORK/clients.json")
+scenario rest_oauth_token "POST /oauth2/token" "$one" "$load" quiet rest /oauth2/token 200 WRK_METHOD=POST \
+    WRK_CONTENT_TYPE=application/x-www-form-urlencoded WRK_BODY="grant_type=client_credentials&scope=read" \
+    WRK_AUTHORIZATION="Basic $(printf %s load:load-secret | base64)"
+SERVER_ARGS=()
+access_token_to_introspect() {
+    local token
+    token=$(curl -sf -X POST "http://$HOST:$HTTP_PORT/oauth2/token" -d grant_type=client_credentials \
+        -d client_id=load | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+    [ -n "$token" ] || die "no access token to introspect"
+    PREPARED=(WRK_BODY="token=$token")
+}
+PREPARE=access_token_to_introspect
+scenario rest_introspect "POST /oauth2/introspect" "$one" "$load" quiet rest /oauth2/introspect 200 WRK_METHOD=POST \
+    WRK_CONTENT_TYPE=application/x-www-form-urlencoded
+PREPARE=""
 nginx_scenario
 if [ "$LOGGED" = 1 ]; then
     scenario rest_auth_info "POST /auth, info logs" "$one" "$load" info rest /auth 200 WRK_METHOD=POST
@@ -645,6 +690,7 @@ echo "limits on this machine: nginx, 1 worker, the same JWKS as a static file: $
 for kind in rsa2048 rsa3072 rsa4096 ecdsap256 ed25519; do
     echo "  $kind: ${SIGNS[$kind]:-(not run)} signs/s, combined ${LIMIT[$kind]:-(not run)}/s"
 done
+echo "  rsa2048 verifies/s on one core (for introspection): ${VERIFIES[rsa2048]:-(not run)}" 
 echo
 printf "%-28s %9s %9s %7s %7s %7s %6s %6s %6s %6s %6s  %-18s %-7s %s\n" \
     scenario "req/s" "per core" "p50 ms" "p99 ms" p99/p50 errors "RSS MB" server load others \
@@ -671,6 +717,8 @@ row rest_auth_info "${RPS[rest_auth]:-}" "warn logs" ""
 row rest_jwks_info "$REST_JWKS_RPS" "warn logs" ""
 row rest_auth_2cpu "${RPS[rest_auth]:-}" "one core" "$TWO_CORE_GAIN"
 row grpc_issue_2cpu "${RPS[grpc_issue]:-}" "one core" "$TWO_CORE_GAIN"
+row rest_oauth_token "${RPS[rest_auth]:-}" "POST /auth" "$OAUTH_TOKEN_VS_AUTH"
+row rest_introspect "${VERIFIES[rsa2048]:-}" "rsa2048 verify" "$INTROSPECT_VS_VERIFY"
 echo
 cat <<EOF
 req/s: the median run; per core: req/s divided by the server's CPU share, what
@@ -678,9 +726,11 @@ one fully busy core would serve. server, load, others: CPU of the server (nginx'
 worker on its row), the load generator and everything else on the machine in that
 run, in % of one core; "others" above a few % means a busy machine and low numbers.
 load-bound: the load generator saturated its core before the server did.
-Targets (issues #7, #13): issuance >= ${ISSUE_VS_OPENSSL}x the combined limit of its algorithm, REST JWKS >= ${JWKS_VS_NGINX}x nginx,
+Targets (issues #7, #12, #13): issuance >= ${ISSUE_VS_OPENSSL}x the combined limit of its algorithm, REST JWKS >= ${JWKS_VS_NGINX}x nginx,
 gRPC GetJwks >= ${GRPC_VS_REST}x REST JWKS, p99 < ${TAIL_FACTOR}x p50, no errors,
-RSS < ${RSS_LIMIT_MB} MB, two cores >= ${TWO_CORE_GAIN}x one (the load generator shares those cores).
+RSS < ${RSS_LIMIT_MB} MB, two cores >= ${TWO_CORE_GAIN}x one (the load generator shares those cores);
+(issue #12) POST /oauth2/token with a proven secret >= ${OAUTH_TOKEN_VS_AUTH}x POST /auth,
+POST /oauth2/introspect >= ${INTROSPECT_VS_VERIFY}x openssl's one-core rsa2048 verify rate.
 targets missed: $MISSED
 EOF
 if [ "$FAIL_ON_TARGETS" = 1 ] && [ "$MISSED" -gt 0 ]; then

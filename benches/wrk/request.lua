@@ -5,7 +5,11 @@
 --
 -- Environment:
 --   WRK_METHOD         GET (default) or POST; a POST has an empty body
---                      (Content-Length: 0), as `curl -X POST` sends
+--                      (Content-Length: 0), as `curl -X POST` sends, unless
+--                      WRK_BODY gives one
+--   WRK_BODY           the body of every request
+--   WRK_CONTENT_TYPE   its Content-Type
+--   WRK_AUTHORIZATION  an Authorization header (e.g. Basic client credentials)
 --   WRK_IF_NONE_MATCH  an entity tag to send as If-None-Match
 --   WRK_EXPECT         the one status every answer must have (default 200)
 --   WRK_STRICT         1 (default): check every status; 0: skip the check,
@@ -13,7 +17,15 @@
 
 wrk.method = os.getenv("WRK_METHOD") or "GET"
 if wrk.method == "POST" then
-   wrk.body = ""
+   wrk.body = os.getenv("WRK_BODY") or ""
+end
+local content_type = os.getenv("WRK_CONTENT_TYPE")
+if content_type and content_type ~= "" then
+   wrk.headers["Content-Type"] = content_type
+end
+local authorization = os.getenv("WRK_AUTHORIZATION")
+if authorization and authorization ~= "" then
+   wrk.headers["Authorization"] = authorization
 end
 local etag = os.getenv("WRK_IF_NONE_MATCH")
 if etag and etag ~= "" then

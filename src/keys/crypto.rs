@@ -13,8 +13,9 @@ use aws_lc_rs::{
     encoding::AsDer,
     rsa::KeySize,
     signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
-        RSA_PSS_SHA256, RsaEncoding, RsaKeyPair,
+        ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+        KeyPair, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+        RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256, RsaEncoding, RsaKeyPair, VerificationAlgorithm,
     },
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
@@ -107,6 +108,9 @@ pub struct SigningKey {
     jwk: PublicJwk,
     /// `base64url({"alg":…,"typ":"JWT","kid":…})`, the first JWT segment.
     encoded_header: String,
+    /// The public half parsed for verification once, not per token
+    /// introspected (aws-lc-rs would parse the DER and set up the key each time).
+    verifier: ParsedPublicKey,
 }
 
 impl fmt::Debug for SigningKey {
@@ -200,6 +204,19 @@ impl SigningKey {
                 x: B64.encode(pair.public_key().as_ref()),
             },
         };
+        let verification: &'static dyn VerificationAlgorithm = match (&pair, alg) {
+            (Pair::Rsa { .. }, Algorithm::Ps256) => &RSA_PSS_2048_8192_SHA256,
+            (Pair::Rsa { .. }, _) => &RSA_PKCS1_2048_8192_SHA256,
+            (Pair::Ec(_), _) => &ECDSA_P256_SHA256_FIXED,
+            (Pair::Ed(_), _) => &aws_lc_rs::signature::ED25519,
+        };
+        let public_der = match &pair {
+            Pair::Rsa { pair, .. } => pair.public_key().as_ref(),
+            Pair::Ec(pair) => pair.public_key().as_ref(),
+            Pair::Ed(pair) => pair.public_key().as_ref(),
+        };
+        let verifier = ParsedPublicKey::new(verification, public_der)
+            .map_err(|_| CryptoError::Rejected(alg))?;
         let kid = public.thumbprint();
         let header = serde_json::json!({"alg": alg.as_str(), "typ": "JWT", "kid": kid});
         let encoded_header = B64.encode(header.to_string());
@@ -215,6 +232,7 @@ impl SigningKey {
             pair,
             jwk,
             encoded_header,
+            verifier,
         })
     }
 
@@ -310,25 +328,7 @@ impl SigningKey {
     /// Whether `signature` is this key's signature of `signing_input`, by its
     /// algorithm (RFC 7518 section 3; ES256 in its fixed R || S form).
     pub fn verifies(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        use aws_lc_rs::signature::{
-            ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
-            UnparsedPublicKey, VerificationAlgorithm,
-        };
-        let (algorithm, public): (&'static dyn VerificationAlgorithm, &[u8]) = match &self.pair {
-            Pair::Rsa { pair, .. } => (
-                if self.alg == Algorithm::Ps256 {
-                    &RSA_PSS_2048_8192_SHA256
-                } else {
-                    &RSA_PKCS1_2048_8192_SHA256
-                },
-                pair.public_key().as_ref(),
-            ),
-            Pair::Ec(pair) => (&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref()),
-            Pair::Ed(pair) => (&ED25519, pair.public_key().as_ref()),
-        };
-        UnparsedPublicKey::new(algorithm, public)
-            .verify(signing_input, signature)
-            .is_ok()
+        self.verifier.verify_sig(signing_input, signature).is_ok()
     }
 }
 

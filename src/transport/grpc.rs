@@ -26,6 +26,7 @@ use crate::{
     time::Timestamp,
 };
 
+mod oauth;
 mod observe;
 mod serve;
 
@@ -156,6 +157,27 @@ impl KeyServiceRpc for GrpcKeyService {
         self.metrics
             .token_issued(Door::Grpc, token_request.expired, issued.alg);
         Ok(Response::new(issued.into()))
+    }
+
+    async fn token(
+        &self,
+        request: Request<proto::TokenRequest>,
+    ) -> Result<Response<proto::TokenResponse>, Status> {
+        oauth::token(&self.service, &self.metrics, request).await
+    }
+
+    async fn introspect(
+        &self,
+        request: Request<proto::IntrospectRequest>,
+    ) -> Result<Response<proto::IntrospectResponse>, Status> {
+        oauth::introspect(&self.service, request).await
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<proto::RevokeRequest>,
+    ) -> Result<Response<proto::RevokeResponse>, Status> {
+        oauth::revoke(&self.service, request).await
     }
 }
 

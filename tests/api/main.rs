@@ -12,6 +12,7 @@ mod helpers;
 mod input;
 mod keys;
 mod oauth;
+mod oauth_grpc;
 mod operator;
 mod ops;
 mod replicas;

@@ -17,15 +17,15 @@ use crate::helpers::{
 
 /// A secret with every character RFC 6749 §2.3.1's form-encoding changes,
 /// and one that is not ASCII.
-const ODD_SECRET: &str = "p/a+s:s=w örd%";
+pub(crate) const ODD_SECRET: &str = "p/a+s:s=w örd%";
 
-fn form_encode(value: &str) -> String {
+pub(crate) fn form_encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// `client_secret_basic` as RFC 6749 §2.3.1 writes it: each part
 /// form-encoded, then joined and base64-encoded.
-fn basic(id: &str, secret: &str) -> String {
+pub(crate) fn basic(id: &str, secret: &str) -> String {
     let joined = format!("{}:{}", form_encode(id), form_encode(secret));
     format!("Basic {}", STANDARD.encode(joined))
 }
@@ -37,7 +37,9 @@ async fn app_with_clients() -> TestApp {
     spawn_app_with_clients(|_| {}).await
 }
 
-async fn spawn_app_with_clients(adjust: impl FnOnce(&mut jwks_server::config::Config)) -> TestApp {
+pub(crate) async fn spawn_app_with_clients(
+    adjust: impl FnOnce(&mut jwks_server::config::Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clients.json");
     let clients = json!({"clients": [
@@ -57,7 +59,12 @@ async fn spawn_app_with_clients(adjust: impl FnOnce(&mut jwks_server::config::Co
     app
 }
 
-async fn post_form(app: &TestApp, path: &str, auth: Option<&str>, form: &str) -> reqwest::Response {
+pub(crate) async fn post_form(
+    app: &TestApp,
+    path: &str,
+    auth: Option<&str>,
+    form: &str,
+) -> reqwest::Response {
     let mut request = app
         .post(path)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -68,7 +75,7 @@ async fn post_form(app: &TestApp, path: &str, auth: Option<&str>, form: &str) ->
     request.response().await
 }
 
-async fn json_of(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
@@ -606,4 +613,77 @@ async fn public_documents_answer_cors_preflight_and_honour_accept_q_values() {
         .await;
     assert_eq!(json.status(), 200);
     assert_eq!(json.headers()[header::CONTENT_TYPE], "application/json");
+}
+
+#[tokio::test]
+async fn the_oauth_routes_are_described_in_the_openapi_document() {
+    let app = spawn_app().await;
+    let doc = app.get_json("/openapi.json").await;
+    let schema = |reference: &Value| -> Value {
+        let name = reference["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a reference: {reference}"))
+            .trim_start_matches("#/components/schemas/");
+        doc["components"]["schemas"][name].clone()
+    };
+    let properties = |schema: &Value| -> Vec<String> {
+        let mut names: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no properties: {schema}"))
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    for (path, form_member, answer_members) in [
+        (
+            "/oauth2/token",
+            "grant_type",
+            &["access_token", "expires_in", "scope", "token_type"][..],
+        ),
+        (
+            "/oauth2/introspect",
+            "token",
+            &[
+                "active",
+                "aud",
+                "client_id",
+                "exp",
+                "iat",
+                "iss",
+                "jti",
+                "nbf",
+                "scope",
+                "sub",
+                "token_type",
+            ][..],
+        ),
+        ("/oauth2/revoke", "token", &[][..]),
+    ] {
+        let operation = &doc["paths"][path]["post"];
+        assert!(operation.is_object(), "{path} undocumented");
+        let form = schema(
+            &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"],
+        );
+        assert!(
+            properties(&form).contains(&form_member.to_owned()),
+            "{path}: {form}"
+        );
+        let ok = &operation["responses"]["200"];
+        assert!(ok.is_object(), "{path}: no 200");
+        if !answer_members.is_empty() {
+            let answer = schema(&ok["content"]["application/json"]["schema"]);
+            assert_eq!(properties(&answer), answer_members, "{path}");
+        }
+        for status in ["400", "401"] {
+            let error =
+                schema(&operation["responses"][status]["content"]["application/json"]["schema"]);
+            assert_eq!(
+                properties(&error),
+                ["error", "error_description"],
+                "{path} {status}"
+            );
+        }
+    }
 }

@@ -33,7 +33,7 @@ use super::code_name;
 use crate::{metrics::Metrics, proto::key_service_server::SERVICE_NAME};
 
 /// The RPCs of `jwks.v1.KeyService`, the bounded values of the `method` label.
-const METHODS: [&str; 2] = ["GetJwks", "IssueToken"];
+const METHODS: [&str; 5] = ["GetJwks", "IssueToken", "Token", "Introspect", "Revoke"];
 
 /// Adds [`Observe`] around a service.
 #[derive(Clone)]

@@ -19,7 +19,7 @@ use axum::{
     routing::post,
 };
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{AppState, MAX_BODY_BYTES};
 use crate::{
@@ -70,16 +70,26 @@ fn status_of(code: OAuthErrorCode) -> StatusCode {
     }
 }
 
+/// RFC 6749 §5.2: the body of every OAuth error.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    /// The RFC 6749 §5.2 code (or RFC 8707's `invalid_target`, RFC 8628's
+    /// `slow_down`).
+    #[schema(example = "invalid_client")]
+    pub error: &'static str,
+    /// What went wrong, for the developer reading it.
+    pub error_description: String,
+}
+
 impl IntoResponse for OAuthResponseError {
     fn into_response(self) -> Response {
         let Self(error) = self;
         let status = status_of(error.code);
-        let mut response = (
-            status,
-            no_store(),
-            Json(json!({"error": error.code.as_str(), "error_description": error.description})),
-        )
-            .into_response();
+        let body = OAuthErrorBody {
+            error: error.code.as_str(),
+            error_description: error.description,
+        };
+        let mut response = (status, no_store(), Json(body)).into_response();
         let headers = response.headers_mut();
         if error.code == OAuthErrorCode::InvalidClient {
             // §5.2: required when the client used the Authorization header;
@@ -221,18 +231,71 @@ fn peer_addr(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<std::ne
     peer.map(|Extension(ConnectInfo(addr))| addr.ip())
 }
 
-/// RFC 6749 §5.1.
-#[derive(Serialize)]
-struct TokenBody<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_in: i64,
+/// RFC 6749 §5.1: a successful token answer.
+#[derive(Serialize, ToSchema)]
+pub struct AccessTokenBody<'a> {
+    /// An RFC 9068 JWT access token (header `typ: at+jwt`).
+    pub access_token: &'a str,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the token's `exp`.
+    pub expires_in: i64,
+    /// The scopes granted, space-delimited; absent when none were.
     #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
+    pub scope: Option<&'a str>,
+}
+
+/// The form of `POST /oauth2/token` (RFC 6749 §4.4.2, RFC 8707). Client
+/// credentials go here (`client_secret_post`) or in HTTP Basic
+/// (`client_secret_basic`), not both.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read by hand (`FormParams`): repeats are refused, empties ignored
+pub struct TokenForm {
+    /// `client_credentials`, the one grant served.
+    #[schema(example = "client_credentials")]
+    grant_type: String,
+    /// Space-delimited scopes (RFC 6749 §3.3).
+    scope: Option<String>,
+    /// The `aud` asked for, by name; repeatable.
+    audience: Option<Vec<String>>,
+    /// RFC 8707 resource indicators (absolute URIs), also put in `aud`; repeatable.
+    resource: Option<Vec<String>>,
+    /// The algorithm to sign with (RS256, PS256, ES256, EdDSA), one of `--algorithms`.
+    alg: Option<String>,
+    /// `client_secret_post`, or a public client's bare id without --clients-file.
+    client_id: Option<String>,
+    /// `client_secret_post`.
+    client_secret: Option<String>,
+}
+
+/// The form of `POST /oauth2/introspect` (RFC 7662 §2.1) and `POST
+/// /oauth2/revoke` (RFC 7009 §2.1).
+#[derive(ToSchema)]
+#[allow(dead_code)] // read by hand (`FormParams`)
+pub struct TokenHintForm {
+    /// The token asked about.
+    token: String,
+    /// Accepted and not needed: this server has one kind of token.
+    token_type_hint: Option<String>,
+    /// `client_secret_post` (with --clients-file).
+    client_id: Option<String>,
+    /// `client_secret_post` (with --clients-file).
+    client_secret: Option<String>,
 }
 
 /// `POST /oauth2/token`: the client credentials grant.
-async fn token(
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
+    params(("Authorization" = Option<String>, Header,
+        description = "client_secret_basic: `Basic base64(id:secret)`, id and secret form-encoded first (RFC 6749 section 2.3.1)")),
+    request_body(content((TokenForm = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "An access token (RFC 6749 section 5.1); Cache-Control: no-store", body = AccessTokenBody),
+        (status = 400, description = "invalid_request, unsupported_grant_type, invalid_scope or invalid_target", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client, with WWW-Authenticate: an unknown client and a wrong secret get the same answer", body = OAuthErrorBody),
+        (status = 429, description = "slow_down (with --rate-limit, or too many secret checks); see Retry-After", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable: no key can sign, or secret checks are queued up; see Retry-After", body = OAuthErrorBody),
+    ))]
+pub(crate) async fn token(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
@@ -259,7 +322,7 @@ async fn token(
     state
         .metrics
         .token_issued(crate::metrics::Door::Rest, false, issued.alg);
-    let body = TokenBody {
+    let body = AccessTokenBody {
         access_token: &issued.access_token,
         token_type: AccessToken::TOKEN_TYPE,
         expires_in: issued.expires_in,
@@ -270,7 +333,18 @@ async fn token(
 
 /// `POST /oauth2/introspect`: `{"active": true, …}` for a live token of this
 /// issuer, `{"active": false}` and nothing else otherwise.
-async fn introspect(
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
+    params(("Authorization" = Option<String>, Header,
+        description = "client_secret_basic (with --clients-file), encoded as for /oauth2/token")),
+    request_body(content((TokenHintForm = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "RFC 7662 section 2.2: only `active: false` for an expired, revoked, malformed, foreign or badly signed token", body = IntrospectionBody),
+        (status = 400, description = "invalid_request: no token, not a form, a parameter twice", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client (with --clients-file)", body = OAuthErrorBody),
+        (status = 429, description = "slow_down: too many secret checks; see Retry-After", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable: secret checks are queued up", body = OAuthErrorBody),
+    ))]
+pub(crate) async fn introspect(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
@@ -290,49 +364,92 @@ async fn introspect(
         .introspect(&token, &caller, Timestamp::now())
         .await
         .map_err(OAuthResponseError)?;
-    Ok((no_store(), Json(introspection_json(&answer))).into_response())
+    Ok((no_store(), Json(IntrospectionBody::from(answer))).into_response())
 }
 
-/// RFC 7662 §2.2 members.
-pub(super) fn introspection_json(answer: &Introspection) -> serde_json::Value {
-    match answer {
-        Introspection::Inactive => json!({"active": false}),
-        Introspection::Active(token) => {
-            let mut body = json!({
-                "active": true,
-                "iss": token.iss,
-                "exp": token.exp,
-                "jti": token.jti,
-                "token_type": token.token_type,
-            });
-            let fields = [
-                ("scope", token.scope.clone().map(serde_json::Value::from)),
-                ("client_id", token.client_id.clone().map(Into::into)),
-                ("sub", token.sub.clone().map(Into::into)),
-                ("iat", token.iat.map(Into::into)),
-                ("nbf", token.nbf.map(Into::into)),
-                (
-                    "aud",
-                    match token.aud.as_slice() {
-                        [] => None,
-                        [one] => Some(one.clone().into()),
-                        many => Some(many.to_vec().into()),
-                    },
-                ),
-            ];
-            for (name, value) in fields {
-                if let Some(value) = value {
-                    body[name] = value;
-                }
-            }
-            body
+/// RFC 7662 §2.2: an introspection answer. Every member but `active` is
+/// absent for an inactive token.
+#[derive(Serialize, ToSchema, Default)]
+pub struct IntrospectionBody {
+    /// Whether the token is live: signed by this issuer's key, not expired, not revoked.
+    pub active: bool,
+    /// The scopes granted, space-delimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// One audience as a string, several as an array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// `Bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+}
+
+/// The `aud` claim as JWTs write it (RFC 7519 §4.1.3).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl From<Introspection> for IntrospectionBody {
+    fn from(answer: Introspection) -> Self {
+        match answer {
+            Introspection::Inactive => Self::default(),
+            Introspection::Active(token) => Self {
+                active: true,
+                scope: token.scope,
+                client_id: token.client_id,
+                sub: token.sub,
+                aud: match <[String; 1]>::try_from(token.aud) {
+                    Ok([one]) => Some(Audience::One(one)),
+                    Err(many) if many.is_empty() => None,
+                    Err(many) => Some(Audience::Many(many)),
+                },
+                iss: Some(token.iss),
+                exp: Some(token.exp),
+                iat: token.iat,
+                nbf: token.nbf,
+                jti: Some(token.jti),
+                token_type: Some(token.token_type),
+            },
         }
     }
 }
 
 /// `POST /oauth2/revoke`: 200 for every well-formed request (§2.2), also for
 /// unknown tokens.
-async fn revoke(
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
+    params(("Authorization" = Option<String>, Header,
+        description = "client_secret_basic (with --clients-file), encoded as for /oauth2/token")),
+    request_body(content((TokenHintForm = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Revoked until its exp, on every replica after its next reload; also for a token this server does not know (RFC 7009 section 2.2)"),
+        (status = 400, description = "invalid_request (no token, not a form, a parameter twice), or unauthorized_client: another client's token", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client (with --clients-file)", body = OAuthErrorBody),
+        (status = 429, description = "slow_down: too many secret checks; see Retry-After", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable: the store did not take the revocation", body = OAuthErrorBody),
+    ))]
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,

@@ -8,6 +8,7 @@ use super::{
     AuthBody,
     dto::ErrorBody,
     handlers::{auth, discovery, jwks, operations, service},
+    oauth::{self, AccessTokenBody, IntrospectionBody, OAuthErrorBody, TokenForm, TokenHintForm},
 };
 
 /// The OpenAPI 3.1 description of the REST facade, generated from the handlers.
@@ -28,8 +29,19 @@ use super::{
         discovery::openid_configuration,
         discovery::oauth_authorization_server,
         operations::prometheus_metrics,
-        operations::openapi_json
+        operations::openapi_json,
+        oauth::token,
+        oauth::introspect,
+        oauth::revoke
     ),
-    components(schemas(ErrorBody, AuthBody))
+    components(schemas(
+        ErrorBody,
+        AuthBody,
+        AccessTokenBody,
+        OAuthErrorBody,
+        IntrospectionBody,
+        TokenForm,
+        TokenHintForm
+    ))
 )]
 pub struct ApiDoc;
