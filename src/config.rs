@@ -23,7 +23,7 @@ pub struct Algorithms(pub Vec<Algorithm>);
 #[command(
     name = "jwks-server",
     version,
-    about = "Owns RSA signing keys, publishes them as a JWKS and issues RS256 JWTs over REST and gRPC.",
+    about = "Owns signing keys, publishes them as a JWKS and issues JWTs (RS256 by default; PS256, ES256, EdDSA) and OAuth 2.0 access tokens over REST and gRPC.",
     long_about = None,
 )]
 pub struct Cli {

@@ -354,6 +354,12 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<AuthBody, ApiError> {
 }
 
 fn parse_json_body(body: &[u8]) -> Result<AuthBody, String> {
+    // serde reads a struct from an array too, by position; a body is an
+    // object of named members, so anything else is refused before it is read.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None | Some(b'{') => {}
+        Some(_) => return Err("the JSON body must be an object of named members".to_owned()),
+    }
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
@@ -463,6 +469,18 @@ fn credentials(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_json_body_is_an_object_never_an_array_read_by_position() {
+        let refused = parse_json_body(br#"["zed",null,null,null,null,null,null,null,null,null]"#);
+        assert_eq!(
+            refused.unwrap_err(),
+            "the JSON body must be an object of named members"
+        );
+        assert!(parse_json_body(b" 42").is_err());
+        let read = parse_json_body(br#" {"username":"zed"}"#).unwrap();
+        assert_eq!(read.username.as_deref(), Some("zed"));
+    }
+
     use super::*;
 
     #[test]

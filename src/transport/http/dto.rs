@@ -64,6 +64,16 @@ pub struct Endpoints {
     pub auth: String,
     pub auth_expired: String,
     pub health: String,
+    /// RFC 6749 token endpoint (client credentials).
+    pub token: String,
+    /// RFC 7662 introspection.
+    pub introspection: String,
+    /// RFC 7009 revocation.
+    pub revocation: String,
+    /// RFC 8414 authorization server metadata.
+    pub oauth_authorization_server: String,
+    /// OpenID Connect discovery.
+    pub openid_configuration: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

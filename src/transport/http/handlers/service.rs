@@ -15,6 +15,7 @@ use super::super::{
         Endpoints, FaultReport, GrpcEndpoint, HealthReport, ServiceDiscovery, ServiceStatus,
         StoreStatus,
     },
+    oauth,
 };
 use crate::{proto::key_service_server::SERVICE_NAME, service::StoreHealth, time::Timestamp};
 
@@ -95,6 +96,11 @@ pub(crate) async fn connect(State(state): State<AppState>) -> Json<ServiceDiscov
             auth: "/auth".into(),
             auth_expired: "/auth?expired=true".into(),
             health: "/health".into(),
+            token: oauth::TOKEN_PATH.into(),
+            introspection: oauth::INTROSPECT_PATH.into(),
+            revocation: oauth::REVOKE_PATH.into(),
+            oauth_authorization_server: "/.well-known/oauth-authorization-server".into(),
+            openid_configuration: "/.well-known/openid-configuration".into(),
         },
         grpc: GrpcEndpoint {
             port: state.grpc_port,
