@@ -27,6 +27,7 @@ use super::credentials::Credentials;
 /// One registered client.
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// Its `client_id` (RFC 6749 §2.2), also the `sub` of its tokens.
     pub id: String,
     secret_hash: PasswordHashString,
     /// Audiences it may ask for; empty means any.
@@ -37,15 +38,26 @@ pub struct Client {
     pub alg: Option<crate::keys::Algorithm>,
 }
 
+/// Why the client registry could not be loaded, or a secret hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientsError {
+    /// The clients file could not be read.
     #[error("cannot read clients file {path}: {source}")]
     Read {
+        /// The file, as given.
         path: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The clients file was read but is not a valid registry.
     #[error("clients file {path} is not valid: {reason}")]
-    Invalid { path: String, reason: String },
+    Invalid {
+        /// The file, as given.
+        path: String,
+        /// What is wrong, and where.
+        reason: String,
+    },
+    /// A secret could not be hashed (no randomness for the salt).
     #[error("hashing failed: {0}")]
     Hash(String),
 }
@@ -53,8 +65,11 @@ pub enum ClientsError {
 /// Why authentication failed (all become one vague answer to the client).
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthFailure {
+    /// No credentials were presented.
     Missing,
+    /// No client has that id.
     UnknownClient,
+    /// The client exists; the secret is not its secret.
     WrongSecret,
 }
 
@@ -115,6 +130,12 @@ impl ClientRegistry {
 
     /// Reads a clients file:
     /// `{"clients": [{"id": "…", "secret_hash": "$argon2id$…", "audiences": ["…"]}]}`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientsError::Read`] when the file cannot be read,
+    /// [`ClientsError::Invalid`] for bad JSON, an unknown member, a repeated
+    /// id or a `secret_hash` that is not an argon2 PHC string.
     pub fn load(path: &Path) -> Result<Self, ClientsError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ClientsError::Read {
@@ -191,6 +212,7 @@ impl ClientRegistry {
         self.checks_run.load(Ordering::Relaxed)
     }
 
+    /// How many clients are registered.
     pub fn len(&self) -> usize {
         self.clients.len()
     }
@@ -200,6 +222,7 @@ impl ClientRegistry {
         self.clients.values()
     }
 
+    /// Whether no client is registered.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
@@ -225,6 +248,10 @@ impl ClientRegistry {
 
     /// Checks credentials. Takes tens of milliseconds and ~19 MiB (argon2)
     /// unless [`Self::check_cached`] can answer: call from a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// The [`AuthFailure`]: no credentials, an unknown id, or a wrong secret.
     pub fn authenticate(&self, credentials: Option<&Credentials>) -> Result<&Client, AuthFailure> {
         if let Some(answer) = self.check_cached(credentials) {
             return answer;
@@ -293,6 +320,11 @@ fn presented_digest(client: &Client, credentials: &Credentials) -> digest::Diges
 }
 
 /// An argon2id PHC string for `secret`, for the clients file.
+///
+/// # Errors
+///
+/// [`ClientsError::Hash`] when no randomness is available for the salt, or
+/// argon2 refuses.
 pub fn hash_secret(secret: &str) -> Result<String, ClientsError> {
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| ClientsError::Hash("no randomness".into()))?;

@@ -9,7 +9,9 @@ use std::{fmt, net::IpAddr};
 /// Credentials a caller presented (HTTP Basic, form fields, gRPC metadata).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The `client_id` (RFC 6749 §2.3.1).
     pub id: String,
+    /// The `client_secret` (RFC 6749 §2.3.1).
     pub secret: String,
 }
 
@@ -25,6 +27,11 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// Reads an `Authorization` header value. `Ok(None)` for other schemes
     /// (Bearer carries no credentials of ours); `Err` for malformed Basic.
+    ///
+    /// # Errors
+    ///
+    /// A message for the client when the Basic value is not base64 of
+    /// UTF-8 `id:secret`.
     pub fn from_authorization(value: &str) -> Result<Option<Self>, &'static str> {
         use base64::{Engine, engine::general_purpose::STANDARD};
         const MALFORMED: &str =
@@ -55,6 +62,7 @@ fn form_decode(value: &str) -> String {
 /// Who is asking, as far as the transport can tell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
+    /// The credentials presented, if any.
     pub credentials: Option<Credentials>,
     /// The peer's address, for per-address rate limits without client auth.
     pub addr: Option<IpAddr>,

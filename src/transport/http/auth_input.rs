@@ -143,6 +143,12 @@ fn expired_member<'de, D: serde::Deserializer<'de>>(
     deserializer.deserialize_any(Visitor)
 }
 /// Reads an `/auth` request into the domain's [`TokenRequest`].
+/// # Errors
+///
+/// An [`ApiError`]: 413 `payload_too_large` for a body over the limit,
+/// else 400 for an unreadable body or Content-Type, a repeated header, a
+/// malformed Authorization header, or a field that is bad or said twice
+/// with two values.
 pub fn auth_request(
     query: Option<&str>,
     headers: &HeaderMap,
