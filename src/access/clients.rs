@@ -20,6 +20,7 @@ use argon2::{
     password_hash::{PasswordHashString, SaltString},
 };
 use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::credentials::Credentials;
@@ -262,7 +263,10 @@ impl ClientRegistry {
         let hash = client.map_or(&self.decoy_hash, |c| &c.secret_hash);
         self.checks_run.fetch_add(1, Ordering::Relaxed);
         let verified = Argon2::default()
-            .verify_password(credentials.secret.as_bytes(), &hash.password_hash())
+            .verify_password(
+                credentials.secret.expose_secret().as_bytes(),
+                &hash.password_hash(),
+            )
             .is_ok();
         let client = client.ok_or(AuthFailure::UnknownClient)?;
         if !verified {
@@ -315,7 +319,12 @@ fn decoy_hash(clients: &HashMap<String, Client>) -> Result<PasswordHashString, C
 fn presented_digest(client: &Client, credentials: &Credentials) -> digest::Digest {
     digest::digest(
         &digest::SHA256,
-        &[client.id.as_bytes(), b"\0", credentials.secret.as_bytes()].concat(),
+        &[
+            client.id.as_bytes(),
+            b"\0",
+            credentials.secret.expose_secret().as_bytes(),
+        ]
+        .concat(),
     )
 }
 

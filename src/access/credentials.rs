@@ -4,25 +4,31 @@
 //! checking a secret is the client registry's job, and the budgets are the
 //! rate limits'.
 
-use std::{fmt, net::IpAddr};
+use std::net::IpAddr;
+
+use secrecy::{ExposeSecret, SecretString};
 
 /// Credentials a caller presented (HTTP Basic, form fields, gRPC metadata).
-#[derive(Clone, PartialEq, Eq)]
+/// The secret is a `secrecy` type like every other secret: zeroized on drop,
+/// and `Debug` shows the id only.
+#[derive(Clone, Debug)]
 pub struct Credentials {
     /// The `client_id` (RFC 6749 §2.3.1).
     pub id: String,
     /// The `client_secret` (RFC 6749 §2.3.1).
-    pub secret: String,
+    pub secret: SecretString,
 }
 
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("id", &self.id)
-            .field("secret", &"<redacted>")
-            .finish()
+/// Two readings of a request compare equal when they carry the same id and
+/// secret (the doors' tests compare what they read). Checking a secret
+/// against a client's is the registry's job, in constant time.
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.secret.expose_secret() == other.secret.expose_secret()
     }
 }
+
+impl Eq for Credentials {}
 
 impl Credentials {
     /// Reads an `Authorization` header value. `Ok(None)` for other schemes
@@ -47,7 +53,10 @@ impl Credentials {
         // RFC 6749 section 2.3.1: the id and the secret are form-encoded
         // before they are joined, so `+`, `%2B`, `%3A`… are decoded here.
         let (id, secret) = (form_decode(id), form_decode(secret));
-        Ok((!id.is_empty()).then_some(Self { id, secret }))
+        Ok((!id.is_empty()).then(|| Self {
+            id,
+            secret: SecretString::from(secret),
+        }))
     }
 }
 

@@ -133,6 +133,9 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     // Never print key material, not even by accident in a log or panic message.
+    // Hand-written rather than a `secrecy` type: the private half is a parsed
+    // aws-lc-rs key pair, not a string or bytes we hold, and `Debug` should
+    // still say which key (alg, kid) it is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
             .field("alg", &self.alg)

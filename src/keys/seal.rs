@@ -66,6 +66,8 @@ pub struct SealedKey {
     pub ciphertext: Vec<u8>,
 }
 
+// Not a `secrecy` type: the ciphertext is no secret (it is stored as is) but
+// long and useless in a log line, so `Debug` shows its KEK and length.
 impl fmt::Debug for SealedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealedKey")
@@ -81,6 +83,8 @@ pub struct Kek {
     key: LessSafeKey,
 }
 
+// Hand-written, not `secrecy`: the key is an aws-lc-rs AES key (no bytes of
+// ours to wrap), and `Debug` should still name the KEK by its fingerprint.
 impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Kek({}, <redacted>)", self.id)

@@ -13,7 +13,7 @@ use axum::{
     body::Bytes,
     http::{HeaderMap, StatusCode, header},
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{ApiError, MAX_BODY_BYTES};
@@ -456,9 +456,7 @@ fn credentials(
     match (fields.client_id.take(), fields.client_secret.take()) {
         (Some(id), secret) => Ok(Some(Credentials {
             id,
-            secret: secret
-                .map(|secret| secret.expose_secret().to_owned())
-                .unwrap_or_default(),
+            secret: secret.unwrap_or_else(|| SecretString::from("")),
         })),
         (None, Some(_)) => Err(ApiError::bad_request(
             "client_secret is given without client_id; send both, or use HTTP Basic",
