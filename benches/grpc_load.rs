@@ -29,6 +29,8 @@
 //!
 //! It only targets loopback addresses, and every run is bounded in time, in
 //! request count and by a per-request timeout.
+// Tests and tools: a failed assumption should stop them loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::BTreeMap,

@@ -12,6 +12,8 @@
 //!
 //! The keys are the ones a fresh store starts with (one published key, one
 //! expired one).
+// Tests and tools: a failed assumption should stop them loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/mod.rs"]
 mod common;

@@ -9,6 +9,8 @@
 //! - `rest_logged/…`: the same requests with an `info`-level text subscriber
 //!   writing to a sink, as the server logs by default: the cost of one log
 //!   line per request, without the cost of the write.
+// Tests and tools: a failed assumption should stop them loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/mod.rs"]
 mod common;

@@ -23,6 +23,12 @@ enum Readability {
 }
 
 /// Runs one `keys` subcommand and returns what to print.
+///
+/// # Errors
+///
+/// A [`StartupError`] when the store cannot be opened, the KEKs do not
+/// open its keys, or the command is refused (removing a key still in use
+/// without `--force`, an unknown kid).
 pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, StartupError> {
     let now = Timestamp::now();
     let store_error = |source: StoreError| StartupError::Store {
@@ -167,6 +173,11 @@ fn removal_risk(state: KeyState) -> Option<&'static str> {
 }
 
 /// `jwks-server hash-secret`: reads one secret line from standard input.
+///
+/// # Errors
+///
+/// [`StartupError::Serve`] when standard input cannot be read or holds no
+/// secret; [`StartupError::Clients`] when hashing fails.
 pub fn hash_secret_from_stdin() -> Result<String, StartupError> {
     let mut secret = String::new();
     std::io::stdin()

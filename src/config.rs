@@ -19,6 +19,7 @@ pub use crate::store::StoreUrl;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Algorithms(pub Vec<Algorithm>);
 
+/// The command line: the settings, and which command to run.
 #[derive(Debug, Parser)]
 #[command(
     name = "jwks-server",
@@ -28,18 +29,22 @@ pub struct Algorithms(pub Vec<Algorithm>);
 )]
 pub struct Cli {
     #[command(flatten)]
+    #[allow(missing_docs)] // A doc comment here would change `--help`.
     pub config: Config,
     #[command(subcommand)]
+    #[allow(missing_docs)] // A doc comment here would change `--help`.
     pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(missing_docs)] // A doc comment here would change `--help`.
 pub enum Command {
     /// Run the server (what happens with no subcommand).
     Serve,
     /// Inspect and manage the keys in the store; safe while servers are running.
     Keys {
         #[command(subcommand)]
+        #[allow(missing_docs)] // A doc comment here would change `--help`.
         action: KeysCommand,
     },
     /// Read a client secret from standard input and print its argon2id hash,
@@ -48,6 +53,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(missing_docs)] // A doc comment here would change `--help`.
 pub enum KeysCommand {
     /// List every key with its state and times.
     List,
@@ -75,6 +81,7 @@ pub enum KeysCommand {
     },
 }
 
+/// `--log-format`: how log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -273,6 +280,8 @@ impl Config {
         format!("http://{host}:{}", listening.port())
     }
 
+    /// Every setting at its default, as with no flags and no environment
+    /// (tests and tools start from this).
     pub fn defaults() -> Self {
         Cli::parse_from(["jwks-server"]).config
     }
@@ -300,12 +309,20 @@ impl Config {
 
     /// The checks that need more than one setting (the publication rules).
     /// Each flag's own range is checked while parsing.
+    ///
+    /// # Errors
+    ///
+    /// The [`PolicyError`] of the first rule the settings break.
     pub fn check(&self) -> Result<(), PolicyError> {
         self.policy().validate()
     }
 }
 
 /// Parses `90s`, `5m`, `1h`, `1h 30m`, or a bare number of seconds.
+///
+/// # Errors
+///
+/// A message with examples, when `text` is neither.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {
@@ -328,71 +345,147 @@ pub mod bounds {
     /// The longest a key may sign, or be published ahead or kept after: ten years.
     pub const MAX_KEY_PERIOD: Duration = Duration::from_secs(3650 * 86_400);
 
+    /// `--token-ttl`: 1 second to 365 days.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn token_ttl(text: &str) -> Result<Duration, String> {
         duration_between(text, SECOND, DAY * 365)
     }
 
+    /// `--rotate-every`: 1 second to ten years.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn key_period(text: &str) -> Result<Duration, String> {
         duration_between(text, SECOND, MAX_KEY_PERIOD)
     }
 
     /// `--publish-ahead` and `--retain-after`: their minimum is a rule the
     /// policy checks against the other settings.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn key_window(text: &str) -> Result<Duration, String> {
         duration_between(text, Duration::ZERO, MAX_KEY_PERIOD)
     }
 
+    /// `--jwks-max-age`: zero to 30 days.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn jwks_max_age(text: &str) -> Result<Duration, String> {
         duration_between(text, Duration::ZERO, DAY * 30)
     }
 
+    /// `--reload-every`: 1 second to a day.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn reload_every(text: &str) -> Result<Duration, String> {
         duration_between(text, SECOND, DAY)
     }
 
+    /// `--clock-skew`: zero to a day.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn clock_skew(text: &str) -> Result<Duration, String> {
         duration_between(text, Duration::ZERO, DAY)
     }
 
+    /// `--request-timeout`: 1 second to an hour.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn request_timeout(text: &str) -> Result<Duration, String> {
         duration_between(text, SECOND, HOUR)
     }
 
+    /// `--drain-timeout`: zero to an hour.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn drain_timeout(text: &str) -> Result<Duration, String> {
         duration_between(text, Duration::ZERO, HOUR)
     }
 
     /// `--idle-timeout`: zero would close every connection at once.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn idle_timeout(text: &str) -> Result<Duration, String> {
         duration_between(text, SECOND, DAY)
     }
 
     /// `--keepalive-interval` and `--keepalive-timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn keepalive(text: &str) -> Result<Duration, String> {
         duration_between(text, SECOND, HOUR)
     }
 
+    /// `--max-connections`: 1 to 1,000,000.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn max_connections(text: &str) -> Result<u32, String> {
         count_between(text, 1, 1_000_000)
     }
 
+    /// `--max-streams`: 1 to 10,000.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn max_streams(text: &str) -> Result<u32, String> {
         count_between(text, 1, 10_000)
     }
 
+    /// `--keep-expired`: 1 to 10,000 keys.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn keep_expired(text: &str) -> Result<usize, String> {
         count_between(text, 1, 10_000)
     }
 
+    /// `--rate-limit`: 0 (off) to 1,000,000 per second.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn rate_limit(text: &str) -> Result<u32, String> {
         count_between(text, 0, 1_000_000)
     }
 
+    /// `--rate-burst`: 1 to 1,000,000.
+    ///
+    /// # Errors
+    ///
+    /// The range, in words clap prints after the flag, when `text` is outside it.
     pub fn rate_burst(text: &str) -> Result<u32, String> {
         count_between(text, 1, 1_000_000)
     }
 
     /// `--algorithms`: names from RS256, PS256, ES256, EdDSA, each once.
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, or a name given twice.
     pub fn algorithms(text: &str) -> Result<super::Algorithms, String> {
         let mut algorithms = Vec::new();
         for name in text.split(',').map(str::trim) {
@@ -408,11 +501,19 @@ pub mod bounds {
     }
 
     /// One algorithm's name (`keys rotate --alg`).
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, with the names we know.
     pub fn algorithm(text: &str) -> Result<super::Algorithm, String> {
         text.trim().parse().map_err(|e| format!("{e}"))
     }
 
     /// `--rsa-key-bits`: 2048, 3072 or 4096.
+    ///
+    /// # Errors
+    ///
+    /// Any other size.
     pub fn rsa_key_bits(text: &str) -> Result<super::RsaKeySize, String> {
         text.trim()
             .parse()
@@ -460,6 +561,7 @@ pub mod bounds {
 pub struct Secret(SecretString);
 
 impl Secret {
+    /// The secret itself: hand it to what needs it, never to a log.
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }

@@ -9,11 +9,18 @@
 
 use std::fmt;
 
+/// What went wrong with a request, in domain words; each door maps every
+/// variant to its status (HTTP and gRPC), with no catch-all arm.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The caller sent a value the service cannot accept.
     #[error("{field}: {reason}")]
-    InvalidRequest { field: &'static str, reason: String },
+    InvalidRequest {
+        /// The request field at fault, as the caller named it.
+        field: &'static str,
+        /// What is wrong with it, for the caller.
+        reason: String,
+    },
     /// Issuing needs client credentials, and the caller's are missing or wrong.
     #[error("{0}")]
     ClientNotAuthenticated(AuthProblem),
@@ -22,11 +29,18 @@ pub enum Error {
     ExpiredTokensDisabled,
     /// An authenticated client asked for an audience it may not have.
     #[error("client {client} may not ask for audience {audience:?}")]
-    AudienceNotPermitted { client: String, audience: String },
+    AudienceNotPermitted {
+        /// The client's id.
+        client: String,
+        /// The audience it asked for.
+        audience: String,
+    },
     /// The caller asked too often; it may try again after `retry_after`.
     #[error("too many {what}; retry in {}s", retry_after.as_secs().max(1))]
     RateLimited {
+        /// What was asked too often, plural ("token requests").
         what: &'static str,
+        /// How long until the next attempt may succeed.
         retry_after: std::time::Duration,
     },
     /// Too many client secrets are waiting to be checked; retry shortly.
@@ -64,6 +78,7 @@ impl fmt::Display for AuthProblem {
 }
 
 impl Error {
+    /// [`Error::InvalidRequest`] for `field`, saying why.
     pub fn invalid(field: &'static str, reason: impl fmt::Display) -> Self {
         Self::InvalidRequest {
             field,
@@ -71,6 +86,7 @@ impl Error {
         }
     }
 
+    /// [`Error::Internal`] carrying `cause`, which only the log sees.
     pub fn internal(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(cause))
     }

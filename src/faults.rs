@@ -28,6 +28,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Its name in `/health` and in metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RotationFailing => "rotation_failing",
@@ -40,6 +41,7 @@ impl FaultKind {
 /// A fault that has not cleared yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fault {
+    /// Which fault.
     pub kind: FaultKind,
     /// When it began (the first failure of a run of failures).
     pub since: Timestamp,

@@ -22,7 +22,9 @@ use crate::{
 /// Which door a request came through.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Door {
+    /// The axum REST port.
     Rest,
+    /// The tonic gRPC port.
     Grpc,
 }
 
@@ -35,6 +37,7 @@ impl Door {
     }
 }
 
+/// How a JWKS request was answered.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum JwksOutcome {
     /// The full key set was sent.
@@ -138,6 +141,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `jwks_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("jwks");
         let tokens = Family::<TokenLabels, Counter>::default();
@@ -258,10 +262,13 @@ impl Metrics {
         }
     }
 
+    /// Counts a restart of the supervised key refresher.
     pub fn refresher_restarted(&self) {
         self.refresher_restarts.inc();
     }
 
+    /// Counts a token issued through `door`, by algorithm and whether it was
+    /// signed by an expired key.
     pub fn token_issued(&self, door: Door, expired: bool, alg: Algorithm) {
         let kind = if expired { "expired" } else { "valid" };
         self.tokens
@@ -278,6 +285,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a JWKS request answered through `door`.
     pub fn jwks_served(&self, door: Door, outcome: JwksOutcome) {
         self.jwks
             .get_or_create(&JwksLabels {
@@ -305,6 +313,8 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts one gRPC call by method and status code, and records its
+    /// duration in seconds.
     pub fn observe_grpc(&self, method: &'static str, code: &'static str, elapsed: Duration) {
         self.grpc
             .get_or_create(&GrpcLabels { method, code })

@@ -9,6 +9,10 @@
 use std::io;
 
 /// Turns core dumps off for this process. Call it first thing in `main`.
+///
+/// # Errors
+///
+/// What `setrlimit(2)` says when it refuses.
 pub fn forbid_core_dumps() -> io::Result<()> {
     let none = libc::rlimit {
         rlim_cur: 0,

@@ -28,23 +28,40 @@ use crate::{
     },
 };
 
+/// Why the server or an operator command could not start, each variant
+/// worded for the operator who reads it once on stderr.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// The settings describe an impossible key lifecycle.
     #[error("{}", explain_policy(.0))]
     Policy(#[from] PolicyError),
+    /// No usable key-encryption key.
     #[error("{}", explain_kek(.0))]
     Kek(#[from] KekError),
+    /// The store would not open.
     #[error("cannot open the key store {url}: {source}")]
-    Store { url: String, source: StoreError },
+    Store {
+        /// The store URL, its password redacted.
+        url: String,
+        /// Why it would not open.
+        source: StoreError,
+    },
+    /// The key service would not start over the store (no keys, keys that do
+    /// not unseal).
     #[error("{}", explain_start(.0))]
     Service(#[from] StartError),
+    /// The clients file is unreadable or invalid.
     #[error(transparent)]
     Clients(#[from] ClientsError),
+    /// A listen address is taken or not ours to bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// A listener or a background task failed while serving.
     #[error("server failed: {0}")]
     Serve(String),
     /// An operator command that cannot do what was asked, and why.
@@ -56,6 +73,11 @@ pub enum StartupError {
 /// [`kek::provision`]): `--kek`, then `--kek-file`; with neither, a SQLite
 /// store uses the KEK file beside its database (`PATH.kek`), generated only
 /// while the store holds no key.
+/// # Errors
+///
+/// [`StartupError::Kek`] when no KEK is configured for a store that
+/// holds keys, a KEK file is unreadable or malformed, or the default one
+/// cannot be written.
 pub fn load_keks(config: &Config, stored: &[StoredKey]) -> Result<KekRing, StartupError> {
     let sources = KekSources {
         texts: config.kek.iter().map(|k| k.expose()).collect(),
@@ -153,6 +175,10 @@ fn explain_start(err: &StartError) -> String {
 }
 
 /// Opens the configured store, creating it if needed (the server).
+/// # Errors
+///
+/// [`StartupError::Store`] when the store cannot be reached, created or
+/// migrated.
 pub async fn open_store(config: &Config) -> Result<SqlStore, StartupError> {
     SqlStore::connect(config.store.connection_string())
         .await
@@ -164,6 +190,10 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, StartupError> {
 
 /// Opens the configured store only if it exists (the operator commands): a
 /// mistyped path is an error, and nothing is created.
+/// # Errors
+///
+/// [`StartupError::Store`] when the store does not exist, cannot be
+/// reached or is of a newer schema.
 pub async fn open_existing_store(config: &Config) -> Result<SqlStore, StartupError> {
     let store_error = |source| StartupError::Store {
         url: config.store.to_string(),
@@ -180,6 +210,10 @@ pub async fn open_existing_store(config: &Config) -> Result<SqlStore, StartupErr
 }
 
 /// Who may issue tokens and how often, from the settings.
+/// # Errors
+///
+/// [`StartupError::Clients`] when `--clients-file` is unreadable or
+/// holds an invalid entry.
 pub fn access(config: &Config) -> Result<Access, StartupError> {
     let clients = match &config.clients_file {
         Some(path) => {
@@ -215,6 +249,10 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
 }
 
 /// Opens the store and starts the key service (creating first keys if needed).
+/// # Errors
+///
+/// Any [`StartupError`] of opening the store, loading the KEKs or the
+/// clients, or starting the service.
 pub async fn start_service(config: &Config) -> Result<KeyService, StartupError> {
     config.check()?;
     let access = access(config)?;
@@ -223,6 +261,9 @@ pub async fn start_service(config: &Config) -> Result<KeyService, StartupError> 
 }
 
 /// Starts the key service on a store that must already exist (`keys rotate`).
+/// # Errors
+///
+/// As [`start_service`], and when the store does not exist.
 pub async fn start_service_on_existing_store(config: &Config) -> Result<KeyService, StartupError> {
     config.check()?;
     let access = access(config)?;
@@ -263,6 +304,14 @@ pub struct Application {
 }
 
 impl Application {
+    /// Binds the REST listener, starts the key service over the configured
+    /// store, then binds the gRPC listener; a default `--issuer` names the
+    /// REST port actually bound.
+    ///
+    /// # Errors
+    ///
+    /// [`StartupError::Bind`] when a port is taken, else any error of
+    /// [`start_service`].
     pub async fn build(mut config: Config) -> Result<Self, StartupError> {
         // Bound first, so a default issuer names the port really listened on.
         let http = bind(config.http_addr).await?;
@@ -279,6 +328,9 @@ impl Application {
 
     /// Binds the listeners for a service already started, e.g. over a store
     /// the caller built (tests inject faulty stores this way).
+    /// # Errors
+    ///
+    /// [`StartupError::Bind`] when a listen address cannot be bound.
     pub async fn with_service(service: KeyService, config: Config) -> Result<Self, StartupError> {
         let http = bind(config.http_addr).await?;
         let grpc = bind(config.grpc_addr).await?;
@@ -290,14 +342,17 @@ impl Application {
         })
     }
 
+    /// Where the REST listener is bound (the real port when asked for port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().unwrap_or(self.config.http_addr)
     }
 
+    /// Where the gRPC listener is bound (the real port when asked for port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().unwrap_or(self.config.grpc_addr)
     }
 
+    /// The key service both doors serve.
     pub fn service(&self) -> &KeyService {
         &self.service
     }
@@ -305,6 +360,9 @@ impl Application {
     /// Serves REST and gRPC until `shutdown` resolves, then drains: gRPC health
     /// turns NOT_SERVING, both listeners stop accepting, in-flight requests
     /// finish (up to --drain-timeout) and the background refresher stops.
+    /// # Errors
+    ///
+    /// [`StartupError::Serve`] when a listener or the refresher fails.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,

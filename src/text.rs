@@ -20,6 +20,7 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// A character that may not appear in caller-supplied text, and where it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HiddenChar {
+    /// The character.
     pub ch: char,
     /// 1-based position, in characters.
     pub position: usize,
@@ -38,6 +39,9 @@ impl fmt::Display for HiddenChar {
 }
 
 /// The first character of `text` in the refused class, if any.
+/// # Errors
+///
+/// The first hidden character, with its position.
 pub fn check_visible(text: &str) -> Result<(), HiddenChar> {
     match text.chars().enumerate().find(|(_, ch)| is_hidden(*ch)) {
         None => Ok(()),

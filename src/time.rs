@@ -15,6 +15,7 @@ use std::{
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The instant `seconds` after (or before, if negative) the epoch.
     pub const fn from_unix(seconds: i64) -> Self {
         Self(seconds)
     }
@@ -27,6 +28,7 @@ impl Timestamp {
         Self(i64::try_from(seconds).unwrap_or(i64::MAX))
     }
 
+    /// Seconds since the Unix epoch, as JWT `NumericDate`s count (RFC 7519 §2).
     pub const fn unix(self) -> i64 {
         self.0
     }

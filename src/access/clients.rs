@@ -20,6 +20,7 @@ use argon2::{
     password_hash::{PasswordHashString, SaltString},
 };
 use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::credentials::Credentials;
@@ -27,6 +28,7 @@ use super::credentials::Credentials;
 /// One registered client.
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// Its `client_id` (RFC 6749 §2.2), also the `sub` of its tokens.
     pub id: String,
     secret_hash: PasswordHashString,
     /// Audiences it may ask for; empty means any.
@@ -37,15 +39,26 @@ pub struct Client {
     pub alg: Option<crate::keys::Algorithm>,
 }
 
+/// Why the client registry could not be loaded, or a secret hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientsError {
+    /// The clients file could not be read.
     #[error("cannot read clients file {path}: {source}")]
     Read {
+        /// The file, as given.
         path: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The clients file was read but is not a valid registry.
     #[error("clients file {path} is not valid: {reason}")]
-    Invalid { path: String, reason: String },
+    Invalid {
+        /// The file, as given.
+        path: String,
+        /// What is wrong, and where.
+        reason: String,
+    },
+    /// A secret could not be hashed (no randomness for the salt).
     #[error("hashing failed: {0}")]
     Hash(String),
 }
@@ -53,8 +66,11 @@ pub enum ClientsError {
 /// Why authentication failed (all become one vague answer to the client).
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthFailure {
+    /// No credentials were presented.
     Missing,
+    /// No client has that id.
     UnknownClient,
+    /// The client exists; the secret is not its secret.
     WrongSecret,
 }
 
@@ -115,6 +131,12 @@ impl ClientRegistry {
 
     /// Reads a clients file:
     /// `{"clients": [{"id": "…", "secret_hash": "$argon2id$…", "audiences": ["…"]}]}`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientsError::Read`] when the file cannot be read,
+    /// [`ClientsError::Invalid`] for bad JSON, an unknown member, a repeated
+    /// id or a `secret_hash` that is not an argon2 PHC string.
     pub fn load(path: &Path) -> Result<Self, ClientsError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ClientsError::Read {
@@ -191,6 +213,7 @@ impl ClientRegistry {
         self.checks_run.load(Ordering::Relaxed)
     }
 
+    /// How many clients are registered.
     pub fn len(&self) -> usize {
         self.clients.len()
     }
@@ -200,6 +223,7 @@ impl ClientRegistry {
         self.clients.values()
     }
 
+    /// Whether no client is registered.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
@@ -225,6 +249,10 @@ impl ClientRegistry {
 
     /// Checks credentials. Takes tens of milliseconds and ~19 MiB (argon2)
     /// unless [`Self::check_cached`] can answer: call from a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// The [`AuthFailure`]: no credentials, an unknown id, or a wrong secret.
     pub fn authenticate(&self, credentials: Option<&Credentials>) -> Result<&Client, AuthFailure> {
         if let Some(answer) = self.check_cached(credentials) {
             return answer;
@@ -235,7 +263,10 @@ impl ClientRegistry {
         let hash = client.map_or(&self.decoy_hash, |c| &c.secret_hash);
         self.checks_run.fetch_add(1, Ordering::Relaxed);
         let verified = Argon2::default()
-            .verify_password(credentials.secret.as_bytes(), &hash.password_hash())
+            .verify_password(
+                credentials.secret.expose_secret().as_bytes(),
+                &hash.password_hash(),
+            )
             .is_ok();
         let client = client.ok_or(AuthFailure::UnknownClient)?;
         if !verified {
@@ -288,11 +319,21 @@ fn decoy_hash(clients: &HashMap<String, Client>) -> Result<PasswordHashString, C
 fn presented_digest(client: &Client, credentials: &Credentials) -> digest::Digest {
     digest::digest(
         &digest::SHA256,
-        &[client.id.as_bytes(), b"\0", credentials.secret.as_bytes()].concat(),
+        &[
+            client.id.as_bytes(),
+            b"\0",
+            credentials.secret.expose_secret().as_bytes(),
+        ]
+        .concat(),
     )
 }
 
 /// An argon2id PHC string for `secret`, for the clients file.
+///
+/// # Errors
+///
+/// [`ClientsError::Hash`] when no randomness is available for the salt, or
+/// argon2 refuses.
 pub fn hash_secret(secret: &str) -> Result<String, ClientsError> {
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| ClientsError::Hash("no randomness".into()))?;

@@ -4,27 +4,40 @@
 //! checking a secret is the client registry's job, and the budgets are the
 //! rate limits'.
 
-use std::{fmt, net::IpAddr};
+use std::net::IpAddr;
+
+use secrecy::{ExposeSecret, SecretString};
 
 /// Credentials a caller presented (HTTP Basic, form fields, gRPC metadata).
-#[derive(Clone, PartialEq, Eq)]
+/// The secret is a `secrecy` type like every other secret: zeroized on drop,
+/// and `Debug` shows the id only.
+#[derive(Clone, Debug)]
 pub struct Credentials {
+    /// The `client_id` (RFC 6749 §2.3.1).
     pub id: String,
-    pub secret: String,
+    /// The `client_secret` (RFC 6749 §2.3.1).
+    pub secret: SecretString,
 }
 
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("id", &self.id)
-            .field("secret", &"<redacted>")
-            .finish()
+/// Two readings of a request compare equal when they carry the same id and
+/// secret (the doors' tests compare what they read). Checking a secret
+/// against a client's is the registry's job, in constant time.
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.secret.expose_secret() == other.secret.expose_secret()
     }
 }
+
+impl Eq for Credentials {}
 
 impl Credentials {
     /// Reads an `Authorization` header value. `Ok(None)` for other schemes
     /// (Bearer carries no credentials of ours); `Err` for malformed Basic.
+    ///
+    /// # Errors
+    ///
+    /// A message for the client when the Basic value is not base64 of
+    /// UTF-8 `id:secret`.
     pub fn from_authorization(value: &str) -> Result<Option<Self>, &'static str> {
         use base64::{Engine, engine::general_purpose::STANDARD};
         const MALFORMED: &str =
@@ -40,7 +53,10 @@ impl Credentials {
         // RFC 6749 section 2.3.1: the id and the secret are form-encoded
         // before they are joined, so `+`, `%2B`, `%3A`… are decoded here.
         let (id, secret) = (form_decode(id), form_decode(secret));
-        Ok((!id.is_empty()).then_some(Self { id, secret }))
+        Ok((!id.is_empty()).then(|| Self {
+            id,
+            secret: SecretString::from(secret),
+        }))
     }
 }
 
@@ -55,6 +71,7 @@ fn form_decode(value: &str) -> String {
 /// Who is asking, as far as the transport can tell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
+    /// The credentials presented, if any.
     pub credentials: Option<Credentials>,
     /// The peer's address, for per-address rate limits without client auth.
     pub addr: Option<IpAddr>,

@@ -52,6 +52,10 @@ impl<C: Clock> RateLimits<C> {
     }
 
     /// `Err(wait)` when `key` must wait before its next token.
+    ///
+    /// # Errors
+    ///
+    /// How long `key` must wait, when its budget is spent.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
         self.limiter
             .check_key(&key.to_owned())
@@ -79,6 +83,7 @@ impl<C: Clock> RateLimits<C> {
 /// IPv4 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AddressGroup {
+    /// One IPv4 address.
     V4(Ipv4Addr),
     /// The network address of a /64.
     V6Net64(Ipv6Addr),

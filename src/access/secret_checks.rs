@@ -86,6 +86,11 @@ impl<C: Clock> SecretChecks<C> {
 
     /// Waits for a core to check a secret from `addr` (unknown for in-process
     /// callers, which only the queue bounds).
+    ///
+    /// # Errors
+    ///
+    /// [`CheckRefused`] when `addr` has spent its budget of checks, or the
+    /// queue for a core is full.
     pub async fn admit(&self, addr: Option<IpAddr>) -> Result<CheckPermit<'_>, CheckRefused> {
         if let Some(addr) = addr {
             self.per_address

@@ -23,6 +23,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm we sign with.
     pub const ALL: [Algorithm; 4] = [Self::Rs256, Self::Ps256, Self::Es256, Self::EdDsa];
 
     /// The `alg` value, as RFC 7518 and RFC 8037 spell it.
@@ -87,15 +88,20 @@ impl FromStr for Algorithm {
 /// never strands a stored key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum RsaKeySize {
+    /// 2048 bits, the default.
     #[default]
     Bits2048,
+    /// 3072 bits.
     Bits3072,
+    /// 4096 bits.
     Bits4096,
 }
 
 impl RsaKeySize {
+    /// Every size we generate and accept.
     pub const ALL: [RsaKeySize; 3] = [Self::Bits2048, Self::Bits3072, Self::Bits4096];
 
+    /// The modulus size, in bits.
     pub fn bits(self) -> usize {
         match self {
             Self::Bits2048 => 2048,

@@ -26,17 +26,22 @@ pub use super::algorithm::{Algorithm, RsaKeySize};
 /// The modulus size of RSA keys by default (`--rsa-key-bits`).
 pub const MODULUS_BITS: usize = 2048;
 
+/// What the cryptography library refused, and for which algorithm.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
+    /// A key could not be generated.
     #[error("{0} key generation failed")]
     Generate(Algorithm),
     #[error(
         "stored private key is not a valid {0} PKCS#8 key (RSA: 2048, 3072 or 4096 bits; \
          ES256: P-256; EdDSA: Ed25519)"
     )]
+    /// Key bytes that are not a key of this algorithm (and size).
     Rejected(Algorithm),
+    /// A signature could not be made.
     #[error("{0} signing failed")]
     Sign(Algorithm),
+    /// The system random number generator failed (no `jti`, no kid).
     #[error("the system random number generator failed")]
     Random,
 }
@@ -45,10 +50,14 @@ pub enum CryptoError {
 /// Field order is the order clients see in the JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PublicJwk {
+    /// The key type, `RSA`, `EC` or `OKP` (RFC 7517 §4.1).
     pub kty: &'static str,
+    /// Always `sig` (RFC 7517 §4.2).
     #[serde(rename = "use")]
     pub use_: &'static str,
+    /// The algorithm it signs with (RFC 7517 §4.4).
     pub alg: &'static str,
+    /// The key id tokens name in their header (RFC 7517 §4.5).
     pub kid: String,
     /// The members of its key type.
     #[serde(flatten)]
@@ -60,15 +69,28 @@ pub struct PublicJwk {
 #[serde(untagged)]
 pub enum PublicMembers {
     /// RFC 7518 §6.3.1: modulus and exponent.
-    Rsa { n: String, e: String },
+    Rsa {
+        /// The modulus.
+        n: String,
+        /// The public exponent.
+        e: String,
+    },
     /// RFC 7518 §6.2.1: the curve (`P-256`) and the point's coordinates.
     Ec {
+        /// The curve, `P-256`.
         crv: &'static str,
+        /// The x coordinate.
         x: String,
+        /// The y coordinate.
         y: String,
     },
     /// RFC 8037 §2: the curve (`Ed25519`) and the public key.
-    Okp { crv: &'static str, x: String },
+    Okp {
+        /// The curve, `Ed25519`.
+        crv: &'static str,
+        /// The public key.
+        x: String,
+    },
 }
 
 /// The `crv` of ES256 keys (RFC 7518 §6.2.1.1).
@@ -115,6 +137,9 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     // Never print key material, not even by accident in a log or panic message.
+    // Hand-written rather than a `secrecy` type: the private half is a parsed
+    // aws-lc-rs key pair, not a string or bytes we hold, and `Debug` should
+    // still say which key (alg, kid) it is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
             .field("alg", &self.alg)
@@ -126,6 +151,10 @@ impl fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// Generates a fresh RS256 RSA-2048 key (the default algorithm and size).
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Generate`] when the library cannot make one.
     pub fn generate() -> Result<Self, CryptoError> {
         Self::generate_for(Algorithm::Rs256, RsaKeySize::default())
     }
@@ -133,6 +162,10 @@ impl SigningKey {
     /// Generates a fresh key for `alg`; RSA keys get a `rsa_size` modulus.
     /// RSA generation takes tens of milliseconds to seconds: call it from a
     /// blocking thread, never an async worker.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Generate`] when the library cannot make one.
     pub fn generate_for(alg: Algorithm, rsa_size: RsaKeySize) -> Result<Self, CryptoError> {
         let failed = |_| CryptoError::Generate(alg);
         let pair = match alg {
@@ -153,6 +186,10 @@ impl SigningKey {
     }
 
     /// Parses an RS256 PKCS#8 (v1) DER private key.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Rejected`] when `der` is not an RSA key of a size we accept.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
         Self::from_pkcs8_der_for(Algorithm::Rs256, der)
     }
@@ -160,6 +197,11 @@ impl SigningKey {
     /// Parses a PKCS#8 DER private key for `alg`, as produced by
     /// [`Self::to_pkcs8_der`]. RSA keys of any size in [`RsaKeySize`] are
     /// accepted, so a stored key outlives a change of `--rsa-key-bits`.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Rejected`] when `der` is not a key of `alg` (RSA: of a
+    /// size we accept; ES256: on P-256).
     pub fn from_pkcs8_der_for(alg: Algorithm, der: &[u8]) -> Result<Self, CryptoError> {
         let rejected = |_| CryptoError::Rejected(alg);
         let pair = match alg {
@@ -237,6 +279,10 @@ impl SigningKey {
     }
 
     /// The private key as PKCS#8 (v1) DER, for sealing. Handle with care: it is the secret.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Rejected`] when the library cannot serialise it.
     pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, CryptoError> {
         let rejected = |_| CryptoError::Rejected(self.alg);
         match &self.pair {
@@ -247,14 +293,17 @@ impl SigningKey {
         .map_err(rejected)
     }
 
+    /// The algorithm it signs with.
     pub fn alg(&self) -> Algorithm {
         self.alg
     }
 
+    /// Its key id.
     pub fn kid(&self) -> &str {
         &self.jwk.kid
     }
 
+    /// Its public half, as the JWKS publishes it.
     pub fn jwk(&self) -> &PublicJwk {
         &self.jwk
     }

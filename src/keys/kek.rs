@@ -40,30 +40,44 @@ pub enum WhenNoneGiven<'a> {
 /// The KEKs found, and the default KEK file if this call created it.
 #[derive(Debug)]
 pub struct Provisioned {
+    /// The KEKs, the one that seals new keys first.
     pub keks: KekRing,
     /// The default KEK file, when it was generated now (callers warn about it).
     pub generated: Option<PathBuf>,
 }
 
+/// Why no usable set of KEKs could be provisioned.
 #[derive(Debug, thiserror::Error)]
 pub enum KekError {
+    /// A KEK is malformed, or two share an id.
     #[error("key-encryption key: {0}")]
     Invalid(#[from] SealError),
+    /// A KEK file could not be read or written.
     #[error("key-encryption key file {path}: {source}")]
     File {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// No KEK given, for a store shared by several processes.
     #[error("a {store} store needs a key-encryption key shared by every replica")]
-    Required { store: &'static str },
+    Required {
+        /// The kind of store, as an operator names it (`PostgreSQL`).
+        store: &'static str,
+    },
     /// No KEK given, the store holds sealed keys, and the default KEK file
     /// is gone: a new KEK could open none of them, so none is made.
     #[error(
         "the store holds keys sealed by key-encryption key {kek_ids}, but no KEK is configured \
          and {path} (the KEK file a SQLite store uses then) does not exist"
     )]
-    Missing { kek_ids: String, path: PathBuf },
+    Missing {
+        /// The ids of the KEKs that sealed the stored keys, comma-separated.
+        kek_ids: String,
+        /// Where the default KEK file was looked for.
+        path: PathBuf,
+    },
 }
 
 /// Resolves the KEKs for a store holding `stored`.

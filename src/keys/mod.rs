@@ -56,8 +56,10 @@ pub enum KeyState {
 }
 
 impl KeyState {
+    /// Every state, in the order a key goes through them.
     pub const ALL: [KeyState; 4] = [Self::Pending, Self::Active, Self::Retiring, Self::Expired];
 
+    /// Its name in `keys list`, logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -75,6 +77,7 @@ impl fmt::Display for KeyState {
 }
 
 impl KeyMeta {
+    /// Whether the JWKS lists it at `now`: from its creation until it expires.
     pub fn is_published(&self, now: Timestamp) -> bool {
         now < self.expires_at
     }

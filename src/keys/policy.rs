@@ -52,24 +52,41 @@ pub struct Policy {
 /// knows which setting sets each duration names it (see `startup`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
+    /// Rule 1: a key is published too short a time before it signs, so
+    /// verifiers with a cached JWKS would not know it.
     #[error(
         "rule broken: a new key must be published at least the JWKS cache lifetime + the reload \
          interval ({}) before it signs, but it is published {} ahead",
         show(*needed),
         show(*actual)
     )]
-    PublishAhead { needed: Duration, actual: Duration },
+    PublishAhead {
+        /// The least it must be published ahead.
+        needed: Duration,
+        /// What it is.
+        actual: Duration,
+    },
+    /// Rule 2: a key is unpublished too soon after it stops signing, so
+    /// tokens it signed would stop verifying before they expire.
     #[error(
         "rule broken: a key must stay published for the token lifetime + the JWKS cache lifetime \
          + the clock skew ({}) after it stops signing, but it stays {}",
         show(*needed),
         show(*actual)
     )]
-    RetainAfter { needed: Duration, actual: Duration },
+    RetainAfter {
+        /// The least it must stay published.
+        needed: Duration,
+        /// What it is.
+        actual: Duration,
+    },
+    /// A duration is under its floor of one second.
     #[error("the {0} must be at least 1s")]
     TooShort(Setting),
+    /// No expired key would be kept.
     #[error("at least one expired key must be kept, so `expired=true` always has a key")]
     KeepExpired,
+    /// No algorithm would sign.
     #[error("at least one algorithm must sign")]
     NoAlgorithm,
 }
@@ -126,10 +143,13 @@ impl Policy {
         policy
     }
 
+    /// Rule 1's floor: the JWKS cache lifetime plus the reload interval.
     pub fn min_publish_ahead(&self) -> Duration {
         self.jwks_max_age.saturating_add(self.reload_every)
     }
 
+    /// Rule 2's floor: the token lifetime plus the JWKS cache lifetime plus
+    /// the clock skew.
     pub fn min_retain_after(&self) -> Duration {
         self.token_ttl
             .saturating_add(self.jwks_max_age)
@@ -147,6 +167,13 @@ impl Policy {
         self.rotate_every.saturating_add(self.retain_after)
     }
 
+    /// Checks the rules every policy must keep.
+    ///
+    /// # Errors
+    ///
+    /// The first rule broken: a duration under one second, no expired key
+    /// kept, no algorithm, then rule 1 ([`PolicyError::PublishAhead`]) and
+    /// rule 2 ([`PolicyError::RetainAfter`]).
     pub fn validate(&self) -> Result<(), PolicyError> {
         for (name, value) in [
             (Setting::TokenTtl, self.token_ttl),
@@ -182,15 +209,22 @@ impl Policy {
 /// The times of a key the plan wants created; its material comes separately.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewKey {
+    /// The algorithm it will sign with.
     pub alg: Algorithm,
+    /// Its place in the sequence of keys of its algorithm, from 1.
     pub generation: i64,
+    /// When the JWKS starts listing it.
     pub published_at: Timestamp,
+    /// When it starts signing.
     pub activates_at: Timestamp,
+    /// When it stops signing (the next key activates).
     pub retires_at: Timestamp,
+    /// When the JWKS stops listing it.
     pub expires_at: Timestamp,
 }
 
 impl NewKey {
+    /// The key's metadata, once its material gives it a kid.
     pub fn into_meta(self, kid: String) -> KeyMeta {
         KeyMeta {
             alg: self.alg,
@@ -207,12 +241,14 @@ impl NewKey {
 /// What a rotation should do. An empty plan means nothing is due.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// Keys to create.
     pub create: Vec<NewKey>,
     /// `kid`s of expired keys to delete.
     pub prune: Vec<String>,
 }
 
 impl Plan {
+    /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.create.is_empty() && self.prune.is_empty()
     }

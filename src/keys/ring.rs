@@ -25,7 +25,9 @@ use super::{
 /// A key with its private half parsed, ready to sign.
 #[derive(Debug)]
 pub struct LoadedKey {
+    /// Its kid, algorithm and schedule.
     pub meta: KeyMeta,
+    /// Its private half, parsed once.
     pub key: SigningKey,
 }
 
@@ -140,6 +142,7 @@ impl KeyRing {
         &self.keys
     }
 
+    /// The key `kid`, if the ring holds it.
     pub fn get(&self, kid: &str) -> Option<&Arc<LoadedKey>> {
         self.keys.iter().find(|k| k.meta.kid == kid)
     }
@@ -172,6 +175,7 @@ impl KeyRing {
         latest_expired(self.keys_of(alg), now)
     }
 
+    /// The state of `key` at `now`, among the keys of its algorithm.
     pub fn state_of(&self, key: &KeyMeta, now: Timestamp) -> KeyState {
         state_of(key, self.keys_of(key.alg), now)
     }

@@ -15,22 +15,41 @@ use aws_lc_rs::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD as B64_STD};
 
+/// The length of a KEK, in bytes: an AES-256 key.
 pub const KEK_LEN: usize = 32;
 
+/// Why a KEK is unusable, or a key could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    /// KEK text that is not [`KEK_LEN`] bytes of base64.
     #[error(
         "a key-encryption key must be {KEK_LEN} bytes of base64 (e.g. `openssl rand -base64 32`)"
     )]
     BadKek,
+    /// The same KEK configured twice.
     #[error("two configured key-encryption keys are the same (id {0})")]
     DuplicateKek(String),
+    /// No KEK at all.
     #[error("no key-encryption key configured")]
     NoKek,
+    /// A stored key names a KEK that is not configured.
     #[error("key {kid} was sealed by key-encryption key {kek_id}, which is not configured")]
-    UnknownKek { kid: String, kek_id: String },
+    UnknownKek {
+        /// The stored key.
+        kid: String,
+        /// The KEK its row names.
+        kek_id: String,
+    },
+    /// A stored key does not open: a wrong KEK with the right id, or a
+    /// tampered row.
     #[error("key {kid} does not open with key-encryption key {kek_id}: wrong KEK or tampered row")]
-    Open { kid: String, kek_id: String },
+    Open {
+        /// The stored key.
+        kid: String,
+        /// The KEK its row names.
+        kek_id: String,
+    },
+    /// Sealing failed (no randomness for the nonce).
     #[error("sealing failed")]
     Seal,
 }
@@ -38,11 +57,17 @@ pub enum SealError {
 /// A private key as stored: AES-256-GCM ciphertext (with tag) and its nonce.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedKey {
+    /// The id of the KEK that sealed it.
     pub kek_id: String,
+    /// The 96-bit AES-GCM nonce.
     pub nonce: Vec<u8>,
+    /// The sealed PKCS#8 DER, the 16-byte tag appended; the kid is the
+    /// associated data, so a row moved to another kid does not open.
     pub ciphertext: Vec<u8>,
 }
 
+// Not a `secrecy` type: the ciphertext is no secret (it is stored as is) but
+// long and useless in a log line, so `Debug` shows its KEK and length.
 impl fmt::Debug for SealedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealedKey")
@@ -58,6 +83,8 @@ pub struct Kek {
     key: LessSafeKey,
 }
 
+// Hand-written, not `secrecy`: the key is an aws-lc-rs AES key (no bytes of
+// ours to wrap), and `Debug` should still name the KEK by its fingerprint.
 impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Kek({}, <redacted>)", self.id)
@@ -65,6 +92,11 @@ impl fmt::Debug for Kek {
 }
 
 impl Kek {
+    /// A KEK from its raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::BadKek`] unless `bytes` is [`KEK_LEN`] long.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
         if bytes.len() != KEK_LEN {
             return Err(SealError::BadKek);
@@ -83,6 +115,10 @@ impl Kek {
     }
 
     /// Parses one base64 (standard or URL-safe, padding optional) KEK.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::BadKek`] for text that is not [`KEK_LEN`] bytes of base64.
     pub fn from_base64(text: &str) -> Result<Self, SealError> {
         let text = text.trim().trim_end_matches('=');
         let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
@@ -93,6 +129,10 @@ impl Kek {
     }
 
     /// A fresh random KEK and its base64 text (to write to a secret file).
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::Seal`] when the system has no randomness to give.
     pub fn generate() -> Result<(Self, String), SealError> {
         let mut bytes = [0u8; KEK_LEN];
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| SealError::Seal)?;
@@ -100,6 +140,7 @@ impl Kek {
         Ok((Self::from_bytes(&bytes)?, text))
     }
 
+    /// Its fingerprint, which rows name.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -112,6 +153,12 @@ pub struct KekRing {
 }
 
 impl KekRing {
+    /// The ring of `keks`; the first seals.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::NoKek`] for none, [`SealError::DuplicateKek`] for the same
+    /// KEK given twice.
     pub fn new(keks: Vec<Kek>) -> Result<Self, SealError> {
         if keks.is_empty() {
             return Err(SealError::NoKek);
@@ -129,10 +176,16 @@ impl KekRing {
         &self.keks[0].id
     }
 
+    /// The ids of every KEK, the sealing one first.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.keks.iter().map(|k| k.id.as_str())
     }
 
+    /// Seals `plaintext` (a private key) under the first KEK, bound to `kid`.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::Seal`] when no nonce can be drawn or AES-GCM refuses.
     pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<SealedKey, SealError> {
         let kek = &self.keks[0];
         let mut nonce = [0u8; NONCE_LEN];
@@ -153,6 +206,12 @@ impl KekRing {
     }
 
     /// Opens a sealed key. The caller owns the plaintext and should wipe it.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::UnknownKek`] when its KEK is not configured,
+    /// [`SealError::Open`] when it does not open under it (or was moved to
+    /// another kid).
     pub fn open(&self, kid: &str, sealed: &SealedKey) -> Result<Vec<u8>, SealError> {
         let kek = self
             .keks

@@ -16,10 +16,13 @@ pub(super) const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whether the store answered the last time it was asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreHealth {
+    /// It answered.
     Reachable,
     /// Unreachable since the given instant, with the last error.
     Unreachable {
+        /// The first failure of this outage.
         since: Timestamp,
+        /// The last error, for operators.
         error: String,
     },
 }
@@ -29,6 +32,7 @@ pub enum StoreHealth {
 pub struct Health {
     /// A key of every configured algorithm can sign right now.
     pub can_sign: bool,
+    /// Whether the store answered the last time it was asked.
     pub store: StoreHealth,
     /// The last instant this replica can sign with the keys it holds, if the
     /// store stays away.

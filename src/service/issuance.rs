@@ -18,8 +18,9 @@ use crate::{
     time::Timestamp,
 };
 
-/// Limits on caller-supplied claim values.
+/// Limits on caller-supplied claim values: the longest `sub` or audience, in bytes.
 pub const MAX_CLAIM_LEN: usize = 256;
+/// The most audiences one token may carry.
 pub const MAX_AUDIENCES: usize = 16;
 /// The `sub` of a token whose caller named nobody.
 pub const DEFAULT_SUBJECT: &str = "anonymous";
@@ -43,17 +44,22 @@ pub struct TokenRequest {
 /// A signed token and what a caller needs to know about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuedToken {
+    /// The compact JWS (RFC 7515 §7.1).
     pub token: String,
     /// The algorithm that signed it.
     pub alg: Algorithm,
+    /// The kid of the key that signed it, as in its header.
     pub kid: String,
+    /// Its `iat`.
     pub issued_at: Timestamp,
+    /// Its `exp`.
     pub expires_at: Timestamp,
     /// Seconds from issue until `exp`; negative for an expired token.
     pub expires_in: i64,
 }
 
 impl IssuedToken {
+    /// The `token_type` to report with it (RFC 6750).
     pub const TOKEN_TYPE: &'static str = "Bearer";
 }
 

@@ -34,7 +34,9 @@ const ROTATE_ATTEMPTS: usize = 3;
 /// One key as the operator listing shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyStatus {
+    /// Its kid, algorithm and schedule.
     pub meta: KeyMeta,
+    /// Its state at the instant of the listing.
     pub state: KeyState,
 }
 
@@ -44,6 +46,7 @@ pub struct KeyStatus {
 /// one stops the load, since verifiers may hold tokens it signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnreadableKey {
+    /// Its kid, algorithm and schedule.
     pub meta: KeyMeta,
     /// Why it does not open.
     pub reason: String,
@@ -64,14 +67,19 @@ pub enum Unopenable {
     /// over another (the `kid` is the sealing's associated data, so this
     /// takes a KEK that sealed both).
     #[error("it unseals to a different key ({found})")]
-    OtherKey { found: String },
+    OtherKey {
+        /// The kid of the key it unseals to.
+        found: String,
+    },
 }
 
 /// A published key that does not open: the load cannot go on without it.
 #[derive(Debug, thiserror::Error)]
 #[error("published key {kid} cannot be opened ({reason})")]
 pub struct PublishedKeyUnreadable {
+    /// The key.
     pub kid: String,
+    /// Why it does not open.
     pub reason: Unopenable,
 }
 
@@ -82,18 +90,26 @@ pub enum KeyFault {
     /// Each time the plan was re-made under the store's lock it wanted more
     /// keys than had been generated: other processes kept rotating.
     #[error("the rotation plan kept changing under the store lock ({attempts} attempts)")]
-    PlanKeptChanging { attempts: usize },
+    PlanKeptChanging {
+        /// How many times the plan was made.
+        attempts: usize,
+    },
+    /// A published key does not open.
     #[error(transparent)]
     PublishedKeyUnreadable(#[from] PublishedKeyUnreadable),
 }
 
+/// Why the key service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A published key does not open, so serving would strand its tokens.
     #[error("cannot load or create signing keys: {0}")]
     Unreadable(PublishedKeyUnreadable),
+    /// The first keys could not be made or loaded (no randomness, a plan
+    /// that keeps changing, a key that does not generate).
     #[error("cannot load or create signing keys: {0}")]
     Keys(String),
 }

@@ -106,10 +106,12 @@ impl KeyService {
         }
     }
 
+    /// The key-lifecycle policy it rotates by.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
     }
 
+    /// The `iss` of the tokens it issues (RFC 7519 §4.1.1).
     pub fn issuer(&self) -> &str {
         &self.inner.issuer
     }

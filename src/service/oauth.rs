@@ -50,11 +50,17 @@ const MAX_STATIC_CLAIMS_BYTES: usize = 4096;
 /// plus the few answers the RFC leaves to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OAuthErrorCode {
+    /// A parameter is missing, repeated, malformed or unsupported.
     InvalidRequest,
+    /// Client authentication failed.
     InvalidClient,
+    /// The grant is invalid, expired or revoked.
     InvalidGrant,
+    /// The client may not use this grant type.
     UnauthorizedClient,
+    /// The server does not support this grant type.
     UnsupportedGrantType,
+    /// A scope is unknown or not the client's.
     InvalidScope,
     /// RFC 8707 section 2: a `resource` or `audience` the client may not have.
     InvalidTarget,
@@ -63,6 +69,7 @@ pub enum OAuthErrorCode {
     /// No key can sign, or the secret checks are queued up, or the store did
     /// not take a revocation.
     TemporarilyUnavailable,
+    /// A fault on our side; the cause is logged, not told.
     ServerError,
 }
 
@@ -88,8 +95,11 @@ impl OAuthErrorCode {
 /// and for refusals that pass how long to wait.
 #[derive(Debug)]
 pub struct OAuthError {
+    /// The `error` member.
     pub code: OAuthErrorCode,
+    /// The `error_description` member.
     pub description: String,
+    /// Seconds until a retry may succeed, for refusals that pass.
     pub retry_after_secs: Option<u64>,
 }
 
@@ -100,6 +110,7 @@ impl fmt::Display for OAuthError {
 }
 
 impl OAuthError {
+    /// An error with `code` and `description`, and no wait.
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
         Self {
             code,
@@ -108,6 +119,7 @@ impl OAuthError {
         }
     }
 
+    /// An `invalid_request` error.
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(OAuthErrorCode::InvalidRequest, description)
     }
@@ -221,16 +233,20 @@ pub struct GrantRequest {
 /// An access token and what RFC 6749 section 5.1 tells the client about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessToken {
+    /// The token, a JWT (RFC 9068).
     pub access_token: String,
+    /// The kid of the key that signed it.
     pub kid: String,
     /// The algorithm that signed it.
     pub alg: Algorithm,
+    /// Seconds until it expires.
     pub expires_in: i64,
     /// The scopes granted, space-delimited; `None` when none were.
     pub scope: Option<String>,
 }
 
 impl AccessToken {
+    /// The `token_type` (RFC 6750).
     pub const TOKEN_TYPE: &'static str = "Bearer";
 }
 
@@ -239,21 +255,32 @@ impl AccessToken {
 pub enum Introspection {
     /// Expired, revoked, malformed, foreign or badly signed: nothing more is said.
     Inactive,
+    /// Active: what it says.
     Active(ActiveToken),
 }
 
 /// The members of an active introspection answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActiveToken {
+    /// The scopes it grants, space-delimited.
     pub scope: Option<String>,
+    /// The client it was issued to.
     pub client_id: Option<String>,
+    /// Its `sub`.
     pub sub: Option<String>,
+    /// Its audiences; empty when it names none.
     pub aud: Vec<String>,
+    /// Its `iss`.
     pub iss: String,
+    /// Its `exp`, in seconds since the epoch.
     pub exp: i64,
+    /// Its `iat`, in seconds since the epoch.
     pub iat: Option<i64>,
+    /// Its `nbf`, in seconds since the epoch.
     pub nbf: Option<i64>,
+    /// Its `jti`.
     pub jti: String,
+    /// `Bearer`.
     pub token_type: &'static str,
 }
 

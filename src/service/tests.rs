@@ -10,7 +10,7 @@ use crate::{
     error::{AuthProblem, Error},
     faults::FaultKind,
     keys::{
-        KeyMeta,
+        Algorithm, KeyMeta, KeyState,
         policy::{Trigger, plan_rotation},
         seal::Kek,
     },
@@ -413,6 +413,524 @@ async fn a_client_gets_its_audiences_by_default_and_only_those() {
             .await,
         Err(Error::ClientNotAuthenticated(AuthProblem::Rejected))
     ));
+}
+
+// ---- mutation-tested properties ----------------------------------------------
+
+#[tokio::test]
+async fn signing_until_is_the_instant_the_last_held_key_retires_and_not_after() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start(&store).await;
+    let newest_retires = metas(&store)
+        .into_iter()
+        .map(|k| k.retires_at)
+        .max()
+        .unwrap();
+
+    let health = service.health(T0);
+    assert_eq!(health.signing_until, Some(newest_retires));
+
+    let at_the_end = service.health(newest_retires);
+    assert_eq!(at_the_end.signing_until, None, "{at_the_end:?}");
+    assert!(
+        !at_the_end.can_sign,
+        "no key signs once the last one retires"
+    );
+}
+
+#[tokio::test]
+async fn the_refresher_counts_as_stalled_after_three_reloads_and_three_store_timeouts() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start(&store).await;
+    service.inner.faults.refreshed(T0);
+    let stall_after = policy().reload_every * 3 + health::STORE_TIMEOUT * 3;
+    assert_eq!(stall_after, Duration::from_secs(45));
+
+    assert!(service.health(T0 + stall_after).faults.is_empty());
+    let stalled = service.health(T0 + stall_after + Duration::from_secs(1));
+    assert_eq!(stalled.faults.len(), 1, "{stalled:?}");
+    assert_eq!(stalled.faults[0].kind, FaultKind::RefresherStalled);
+}
+
+async fn start_with_policy(store: &Arc<MemoryStore>, policy: Policy, access: Access) -> KeyService {
+    let store: Arc<dyn KeyStore> = store.clone();
+    KeyService::start(
+        store,
+        keks(),
+        policy,
+        "https://issuer.test".into(),
+        access,
+        T0,
+    )
+    .await
+    .expect("the service starts over an empty store")
+}
+
+/// Signs ES256 by default and EdDSA on request: two algorithms whose keys
+/// are quick to make.
+fn two_algorithms() -> Policy {
+    let mut policy = policy();
+    policy.algorithms = vec![Algorithm::Es256, Algorithm::EdDsa];
+    policy
+}
+
+fn from(addr: [u8; 4]) -> Caller {
+    Caller {
+        credentials: None,
+        addr: Some(std::net::IpAddr::from(addr)),
+    }
+}
+
+#[tokio::test]
+async fn a_token_is_dated_now_and_lives_what_was_asked_or_the_policy_lifetime() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start(&store).await;
+    let caller = Caller::default();
+
+    let asked = TokenRequest {
+        lifetime_seconds: Some(60),
+        ..TokenRequest::default()
+    };
+    let token = service.issue_token(&asked, &caller, at(1)).await.unwrap();
+    assert_eq!((token.issued_at, token.expires_at), (at(1), at(61)));
+    assert_eq!(token.expires_in, 60);
+    let claims = claims(&token.token);
+    assert_eq!(claims["iat"], at(1).unix());
+    assert_eq!(claims["nbf"], at(1).unix());
+    assert_eq!(claims["exp"], at(61).unix());
+    assert_eq!(claims["iss"], "https://issuer.test");
+    assert_eq!(claims["sub"], DEFAULT_SUBJECT);
+
+    let default = service
+        .issue_token(&TokenRequest::default(), &caller, at(1))
+        .await
+        .unwrap();
+    assert_eq!(default.expires_in, 15 * 60, "the policy's token lifetime");
+    assert_eq!(default.expires_at, at(1) + policy().token_ttl);
+    assert_eq!(
+        Some(default.kid.as_str()),
+        service.ring().signer(at(1)).map(|k| k.meta.kid.as_str())
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_ends_when_its_key_retired_and_lived_its_lifetime_before() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start(&store).await;
+    let expired_key = service.ring().expired_signer(at(1)).unwrap().meta.clone();
+    assert!(expired_key.retires_at < at(1));
+    let request = TokenRequest {
+        expired: true,
+        lifetime_seconds: Some(60),
+        ..TokenRequest::default()
+    };
+
+    let token = service
+        .issue_token(&request, &Caller::default(), at(1))
+        .await
+        .unwrap();
+
+    assert_eq!(token.kid, expired_key.kid);
+    assert_eq!(token.expires_at, expired_key.retires_at);
+    assert_eq!(
+        token.issued_at,
+        expired_key.retires_at - Duration::from_secs(60)
+    );
+    assert_eq!(
+        token.expires_in,
+        expired_key.retires_at.unix() - at(1).unix()
+    );
+    assert!(token.expires_in < 0);
+}
+
+#[tokio::test]
+async fn the_first_configured_algorithm_signs_unless_another_configured_one_is_named() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start_with_policy(&store, two_algorithms(), Access::default()).await;
+    let caller = Caller::default();
+    let naming = |alg: &str| TokenRequest {
+        alg: Some(alg.to_owned()),
+        ..TokenRequest::default()
+    };
+    assert_eq!(service.algorithms(), [Algorithm::Es256, Algorithm::EdDsa]);
+    assert_eq!(service.default_alg(), Algorithm::Es256);
+
+    let default = service
+        .issue_token(&TokenRequest::default(), &caller, at(1))
+        .await
+        .unwrap();
+    assert_eq!(default.alg, Algorithm::Es256);
+    let named = service
+        .issue_token(&naming("EdDSA"), &caller, at(1))
+        .await
+        .unwrap();
+    assert_eq!(named.alg, Algorithm::EdDsa);
+    assert_eq!(
+        Some(named.kid.as_str()),
+        service
+            .ring()
+            .signer_for(Algorithm::EdDsa, at(1))
+            .map(|k| k.meta.kid.as_str())
+    );
+
+    for refused in ["RS256", "HS256", ""] {
+        match service.issue_token(&naming(refused), &caller, at(1)).await {
+            Err(Error::InvalidRequest {
+                field: "alg",
+                reason,
+            }) => {
+                assert!(
+                    reason.contains("ES256, EdDSA") || reason.contains("ES256"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{refused:?}: {other:?}"),
+        }
+    }
+    assert_eq!(service.named_alg(None).unwrap(), None);
+    assert_eq!(
+        service.named_alg(Some("ES256")).unwrap(),
+        Some(Algorithm::Es256)
+    );
+}
+
+#[tokio::test]
+async fn without_client_auth_each_address_has_its_own_token_budget() {
+    let store = Arc::new(MemoryStore::new());
+    let one = std::num::NonZeroU32::MIN;
+    let access = Access::new(true, None, Some(crate::access::RateLimits::new(one, one)));
+    let service = start_with(&store, access).await;
+    let request = TokenRequest::default();
+
+    assert!(
+        service
+            .issue_token(&request, &from([192, 0, 2, 1]), at(1))
+            .await
+            .is_ok()
+    );
+    match service
+        .issue_token(&request, &from([192, 0, 2, 1]), at(1))
+        .await
+    {
+        Err(Error::RateLimited { what, retry_after }) => {
+            assert_eq!(what, "tokens requested");
+            assert!(retry_after > Duration::ZERO);
+        }
+        other => panic!("limited: {other:?}"),
+    }
+    assert!(
+        service
+            .issue_token(&request, &from([192, 0, 2, 2]), at(1))
+            .await
+            .is_ok(),
+        "another address has its own budget"
+    );
+    for _ in 0..3 {
+        assert!(
+            service
+                .issue_token(&request, &Caller::default(), at(1))
+                .await
+                .is_ok(),
+            "an in-process caller has no address to count"
+        );
+    }
+}
+
+#[test]
+fn request_checks_accept_their_bounds_and_refuse_one_past() {
+    let policy = policy();
+    let max = i64::try_from(policy.token_ttl.as_secs()).unwrap();
+    let lifetime = |secs| TokenRequest {
+        lifetime_seconds: Some(secs),
+        ..TokenRequest::default()
+    };
+    assert_eq!(
+        validate_request(&lifetime(1), &policy).unwrap(),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        validate_request(&lifetime(max), &policy).unwrap(),
+        policy.token_ttl
+    );
+    for bad in [0, -1, max + 1] {
+        assert!(
+            matches!(
+                validate_request(&lifetime(bad), &policy),
+                Err(Error::InvalidRequest {
+                    field: "lifetime_seconds",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        validate_request(&TokenRequest::default(), &policy).unwrap(),
+        policy.token_ttl
+    );
+
+    let subject = |s: String| TokenRequest {
+        subject: Some(s),
+        ..TokenRequest::default()
+    };
+    assert!(validate_request(&subject("é".repeat(MAX_CLAIM_LEN)), &policy).is_ok());
+    for bad in [
+        "é".repeat(MAX_CLAIM_LEN + 1),
+        String::new(),
+        "a\u{202e}b".into(),
+    ] {
+        assert!(
+            matches!(
+                validate_request(&subject(bad.clone()), &policy),
+                Err(Error::InvalidRequest {
+                    field: "subject",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+    }
+
+    let audience = |values: Vec<String>| TokenRequest {
+        audience: values,
+        ..TokenRequest::default()
+    };
+    assert!(validate_request(&audience(vec!["a".into(); MAX_AUDIENCES]), &policy).is_ok());
+    assert!(validate_request(&audience(vec!["a".into(); MAX_AUDIENCES + 1]), &policy).is_err());
+    let reason = |values: Vec<String>| match validate_request(&audience(values), &policy) {
+        Err(Error::InvalidRequest {
+            field: "audience",
+            reason,
+        }) => reason,
+        other => panic!("refused: {other:?}"),
+    };
+    assert_eq!(
+        reason(vec!["ok".into(), "ok".into(), String::new()]),
+        "value 3 of 3: must not be empty",
+        "among several, the message says which"
+    );
+    assert_eq!(reason(vec![String::new()]), "must not be empty");
+}
+
+// ---- lifecycle ---------------------------------------------------------------
+
+#[tokio::test]
+async fn the_listing_and_the_schedule_are_the_keys_held() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start(&store).await;
+    let held = metas(&store);
+
+    let statuses = service.key_statuses(at(1));
+    assert_eq!(statuses.len(), held.len());
+    for status in &statuses {
+        assert_eq!(status.state, service.ring().state_of(&status.meta, at(1)));
+        assert!(held.contains(&status.meta));
+    }
+    assert!(statuses.iter().any(|s| s.state == KeyState::Active));
+    assert!(statuses.iter().any(|s| s.state == KeyState::Expired));
+
+    let next = service.next_rotation();
+    assert_eq!(
+        next,
+        crate::keys::policy::next_rotation_at(&held, &policy())
+    );
+    assert!(next.is_some_and(|t| t > T0));
+    assert_eq!(service.next_deadline(), service.jwks(T0).next_change);
+    assert!(service.next_deadline() > T0);
+}
+
+#[tokio::test]
+async fn an_expired_key_that_does_not_open_is_listed_apart_and_does_not_force_reloads() {
+    let store = Arc::new(MemoryStore::new());
+    start(&store).await;
+    let mut damaged = store
+        .keys()
+        .into_iter()
+        .find(|k| !k.meta.is_published(T0))
+        .expect("an expired key for expired=true");
+    damaged.sealed.ciphertext[0] ^= 0xff;
+    assert!(store.replace(damaged.clone()));
+
+    let service = start(&store).await;
+
+    let unreadable = service.unreadable_keys();
+    assert_eq!(unreadable.len(), 1);
+    assert_eq!(unreadable[0].meta, damaged.meta);
+    assert!(!unreadable[0].reason.is_empty());
+    assert!(
+        service
+            .key_statuses(T0)
+            .iter()
+            .all(|s| s.meta.kid != damaged.meta.kid)
+    );
+    let ring = service.ring();
+    service.reload(at(1)).await.unwrap();
+    assert!(Arc::ptr_eq(&ring, &service.ring()), "nothing changed");
+}
+
+#[tokio::test]
+async fn an_operator_may_rotate_one_algorithm_and_leave_the_others() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start_with_policy(&store, two_algorithms(), Access::default()).await;
+
+    let created = service
+        .rotate_algorithms(Trigger::Operator, at(1), &[Algorithm::EdDsa])
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].alg, Algorithm::EdDsa);
+
+    let both = service
+        .rotate_algorithms(Trigger::Operator, at(2), &[])
+        .await
+        .unwrap();
+    let mut algs: Vec<Algorithm> = both.iter().map(|k| k.alg).collect();
+    algs.sort_by_key(|a| a.as_str());
+    assert_eq!(algs, [Algorithm::Es256, Algorithm::EdDsa]);
+}
+
+#[tokio::test]
+async fn a_failing_rotation_says_why_and_clears_when_nothing_is_left_to_write() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start(&store).await;
+    store.fail(StoreFailure::Writes);
+    assert!(service.rotate(Trigger::Operator, at(5)).await.is_err());
+    let faults = service.health(at(6)).faults;
+    assert_eq!(faults.len(), 1);
+    assert!(faults[0].error.contains("refuses writes"), "{faults:?}");
+    assert!(!faults[0].error.starts_with("internal"), "{faults:?}");
+
+    // Nothing is due on schedule: there is nothing to write, so no failure.
+    assert!(
+        service
+            .rotate(Trigger::Schedule, at(7))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(service.health(at(7)).faults.is_empty());
+}
+
+// ---- what operators read -----------------------------------------------------
+
+/// The log lines written while `logs` is the default subscriber.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || logs.clone())
+                .with_ansi(false)
+                .finish(),
+        )
+    }
+
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn refused_callers_are_logged_with_who_and_from_where_never_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.json");
+    let hash = hash_secret("s3cret").unwrap();
+    std::fs::write(
+        &path,
+        serde_json::json!({"clients": [{"id": "billing", "secret_hash": hash}]}).to_string(),
+    )
+    .unwrap();
+    let registry = Arc::new(ClientRegistry::load(&path).unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let one = std::num::NonZeroU32::MIN;
+    let access = Access::new(
+        true,
+        Some(registry),
+        Some(crate::access::RateLimits::new(one, one)),
+    );
+    let service = start_with(&store, access).await;
+    let as_client = |id: &str, secret: &str| Caller {
+        credentials: Some(Credentials {
+            id: id.into(),
+            secret: secret.into(),
+        }),
+        addr: Some(std::net::IpAddr::from([192, 0, 2, 9])),
+    };
+    let request = TokenRequest::default();
+    let logs = Logs::default();
+    let _guard = logs.capture();
+
+    let _ = service
+        .issue_token(&request, &as_client("billing", "wrong-secret"), at(1))
+        .await;
+    let line = logs.take();
+    assert!(line.contains("client authentication failed"), "{line}");
+    assert!(line.contains("wrong secret"), "{line}");
+    assert!(
+        line.contains("billing") && line.contains("192.0.2.9"),
+        "{line}"
+    );
+    assert!(!line.contains("wrong-secret"), "{line}");
+
+    let _ = service
+        .issue_token(&request, &as_client("nobody", "x"), at(1))
+        .await;
+    let line = logs.take();
+    assert!(
+        line.contains("unknown client") && line.contains("nobody"),
+        "{line}"
+    );
+
+    let _ = service
+        .issue_token(&request, &Caller::default(), at(1))
+        .await;
+    let line = logs.take();
+    assert!(
+        line.contains("no credentials") && line.contains("unknown"),
+        "{line}"
+    );
+
+    let billing = as_client("billing", "s3cret");
+    assert!(service.issue_token(&request, &billing, at(1)).await.is_ok());
+    assert!(
+        service
+            .issue_token(&request, &billing, at(1))
+            .await
+            .is_err()
+    );
+    let line = logs.take();
+    assert!(line.contains("request rate limited"), "{line}");
+    assert!(
+        line.contains("billing") && line.contains("192.0.2.9"),
+        "{line}"
+    );
+    assert!(line.contains("retry_after_secs=1"), "{line}");
+}
+
+#[tokio::test]
+async fn an_outage_shows_the_stores_own_words_once() {
+    let store = Arc::new(MemoryStore::new());
+    let service = start(&store).await;
+    store.fail(StoreFailure::Unavailable);
+    assert!(service.reload(at(1)).await.is_err());
+
+    let StoreHealth::Unreachable { error, .. } = service.health(at(1)).store else {
+        panic!("unreachable");
+    };
+    assert_eq!(error, "the in-memory store is switched off");
 }
 
 // ---- domain words ------------------------------------------------------------

@@ -27,9 +27,11 @@ use crate::{
 /// A key as the store holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredKey {
+    /// Its kid, algorithm, state and times.
     pub meta: KeyMeta,
     /// The public members of its JWK, kept in the clear.
     pub public: PublicMembers,
+    /// The private key, sealed under a KEK.
     pub sealed: SealedKey,
 }
 
@@ -38,13 +40,20 @@ pub struct StoredKey {
 pub struct NewKeyMaterial {
     /// The algorithm it signs with: it fills a planned key of that algorithm only.
     pub alg: Algorithm,
+    /// Its `kid` (RFC 7517 §4.5).
     pub kid: String,
+    /// The public members of its JWK.
     pub public: PublicMembers,
+    /// The private key, sealed under a KEK.
     pub sealed: SealedKey,
 }
 
 /// Pairs each planned key with the first unused material of its algorithm;
 /// `Err` lists the algorithms of every planned key when some lack material.
+/// # Errors
+///
+/// The algorithms of every planned key, when some planned key has no
+/// material of its algorithm.
 pub fn match_material(
     create: &[crate::keys::policy::NewKey],
     fresh: Vec<NewKeyMaterial>,
@@ -69,7 +78,9 @@ pub fn match_material(
 pub enum RotateOutcome {
     /// The plan (possibly empty) was committed.
     Applied {
+        /// The keys inserted, with their schedules.
         created: Vec<KeyMeta>,
+        /// The kids of the keys deleted.
         pruned: Vec<String>,
     },
     /// The plan, re-made under the lock, wants keys that were not supplied:
@@ -80,6 +91,7 @@ pub enum RotateOutcome {
 /// What a [`KeyStore::remove`] call did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RemoveOutcome {
+    /// The key was deleted; this is what it was.
     Removed(KeyMeta),
     /// No key has that kid.
     NotFound,
@@ -100,25 +112,35 @@ pub type Resealer<'a> = dyn Fn(&StoredKey) -> Result<Option<SealedKey>, crate::k
     + Sync
     + 'a;
 
+/// Why the store could not do what was asked. Unreachable (and timed-out)
+/// stores are told apart from failed queries: the first is an outage the
+/// keys in memory ride out, the second a fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// `--store` names a scheme we do not speak.
     #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+    /// The store could not be reached.
     #[error("store unreachable: {0}")]
     Unavailable(#[source] BoxError),
     /// The store did not answer in time: as good as unreachable.
     #[error("store unreachable: no answer within {}s", .0.as_secs())]
     Timeout(Duration),
+    /// The store answered with an error.
     #[error("store query failed: {0}")]
     Query(#[source] BoxError),
+    /// The schema could not be brought up to date.
     #[error("store schema migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An operator command found no store at that path.
     #[error(
         "no key store there ({0}); operator commands never create one: check --store / JWKS_STORE"
     )]
     Missing(String),
+    /// A row does not decode (a damaged or foreign row).
     #[error("store row is not valid: {0}")]
     Corrupt(String),
+    /// A key could not be re-sealed under the new KEK.
     #[error("re-sealing failed: {0}")]
     Reseal(#[from] crate::keys::seal::SealError),
 }
@@ -147,6 +169,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Where keys (and revoked tokens) live: SQLite or PostgreSQL in service,
+/// [`memory::MemoryStore`] in tests. Every call that changes the key set
+/// holds the store's rotation lock, so replicas sharing a store agree.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     /// Every key in the store.
@@ -192,6 +217,8 @@ pub trait KeyStore: Send + Sync {
 /// A revoked token: its `jti` and its `exp`, after which the record is pruned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revocation {
+    /// The revoked token's `jti` (RFC 7519 §4.1.7).
     pub jti: String,
+    /// Its `exp`: after this the record is pruned.
     pub expires_at: Timestamp,
 }

@@ -64,6 +64,11 @@ enum Opening {
 impl SqlStore {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`), creating a SQLite
     /// file if needed, and brings the schema up to date.
+    /// # Errors
+    ///
+    /// [`StoreError::UnsupportedUrl`] for another scheme,
+    /// [`StoreError::Unavailable`] when it cannot be reached or created,
+    /// [`StoreError::Migrate`] when the schema cannot be brought up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::open(url, Opening::CreateIfMissing).await
     }
@@ -71,6 +76,10 @@ impl SqlStore {
     /// Connects to a store that must already exist (a SQLite file, or a
     /// database, that holds the schema), then brings the schema up to date.
     /// It never creates a file or a schema, so a mistyped path is an error.
+    /// # Errors
+    ///
+    /// [`StoreError::Missing`] when there is no store there, else as
+    /// [`SqlStore::connect`].
     pub async fn connect_existing(url: &str) -> Result<Self, StoreError> {
         Self::open(url, Opening::Existing).await
     }
@@ -139,6 +148,7 @@ impl SqlStore {
         }
     }
 
+    /// Closes the connection pool, waiting for connections in use to return.
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -11,11 +11,19 @@ use secrecy::{ExposeSecret, SecretString};
 /// held as a secret (zeroized on drop), since it may carry one.
 #[derive(Clone)]
 pub enum StoreUrl {
-    Sqlite { url: String, path: PathBuf },
+    /// An embedded SQLite file.
+    Sqlite {
+        /// The URL as given, `sqlite://PATH`.
+        url: String,
+        /// The database file it names.
+        path: PathBuf,
+    },
+    /// A PostgreSQL server; the URL may carry a password.
     Postgres(SecretString),
 }
 
 impl StoreUrl {
+    /// The URL to connect with, password included: hand it to the driver only.
     pub fn connection_string(&self) -> &str {
         match self {
             Self::Sqlite { url, .. } => url,

@@ -210,7 +210,7 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     let from_client_keys = match (text("x-client-id")?, text("x-client-secret")?) {
         (Some(id), secret) => Some(Credentials {
             id,
-            secret: secret.unwrap_or_default(),
+            secret: secret.unwrap_or_default().into(),
         }),
         (None, Some(_)) => {
             return Err(bad_metadata(

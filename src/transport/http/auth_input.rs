@@ -13,7 +13,7 @@ use axum::{
     body::Bytes,
     http::{HeaderMap, StatusCode, header},
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{ApiError, MAX_BODY_BYTES};
@@ -143,6 +143,12 @@ fn expired_member<'de, D: serde::Deserializer<'de>>(
     deserializer.deserialize_any(Visitor)
 }
 /// Reads an `/auth` request into the domain's [`TokenRequest`].
+/// # Errors
+///
+/// An [`ApiError`]: 413 `payload_too_large` for a body over the limit,
+/// else 400 for an unreadable body or Content-Type, a repeated header, a
+/// malformed Authorization header, or a field that is bad or said twice
+/// with two values.
 pub fn auth_request(
     query: Option<&str>,
     headers: &HeaderMap,
@@ -456,9 +462,7 @@ fn credentials(
     match (fields.client_id.take(), fields.client_secret.take()) {
         (Some(id), secret) => Ok(Some(Credentials {
             id,
-            secret: secret
-                .map(|secret| secret.expose_secret().to_owned())
-                .unwrap_or_default(),
+            secret: secret.unwrap_or_else(|| SecretString::from("")),
         })),
         (None, Some(_)) => Err(ApiError::bad_request(
             "client_secret is given without client_id; send both, or use HTTP Basic",

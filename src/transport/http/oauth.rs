@@ -218,7 +218,7 @@ fn client_credentials(
         (Some(basic), None, None) => Ok(Some(basic)),
         (None, Some(id), secret) => Ok(Some(Credentials {
             id,
-            secret: secret.unwrap_or_default(),
+            secret: secret.unwrap_or_default().into(),
         })),
         (None, None, Some(_)) => Err(invalid_request(
             "client_secret is given without client_id; send both, or use HTTP Basic",
