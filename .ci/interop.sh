@@ -120,47 +120,57 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Two free loopback ports (the OS picks; a race with another process is
-# possible but unlikely, and shows up as the server failing to start).
-read -r HTTP_PORT GRPC_PORT < <("$PY" - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
+# N free loopback ports (the OS picks; a race with another process is
+# possible but unlikely, and shows up as a server failing to start).
+free_ports() {
+    "$PY" - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
     s.bind(("127.0.0.1", 0))
-    socks.append(s)
 print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 EOF
-)
+}
+
+# Starts a server logging to $1 with the remaining arguments and otherwise its
+# defaults (no JWKS_* setting of the caller leaks in); its pid is STARTED_PID.
+start_server() {
+    local log=$1
+    shift
+    (
+        while read -r var; do
+            [[ $var == JWKS_* ]] && unset "$var"
+        done < <(compgen -e)
+        exec "$BIN" --log-format json "$@"
+    ) >"$log" 2>&1 &
+    STARTED_PID=$!
+}
+
+# Whether server $1 (a pid) answers 200 on $2/health within 30 s.
+healthy_within_30s() {
+    local pid=$1 base=$2 deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)) && kill -0 "$pid" 2>/dev/null; do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/health" 2>/dev/null) == 200 ]]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+read -r HTTP_PORT GRPC_PORT < <(free_ports 2)
 BASE=http://127.0.0.1:$HTTP_PORT
 GADDR=127.0.0.1:$GRPC_PORT
 
-# The server runs with its defaults: no JWKS_* setting of the caller leaks in.
-(
-    while read -r var; do
-        [[ $var == JWKS_* ]] && unset "$var"
-    done < <(compgen -e)
-    exec "$BIN" --http-addr "127.0.0.1:$HTTP_PORT" --grpc-addr "$GADDR" \
-        --store "sqlite://$WORK/jwks.db" --log-format json
-) >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
+# The server runs with its defaults.
+start_server "$WORK/server.log" --http-addr "127.0.0.1:$HTTP_PORT" --grpc-addr "$GADDR" \
+    --store "sqlite://$WORK/jwks.db"
+SERVER_PID=$STARTED_PID
 echo "# $("$BIN" --version 2>/dev/null | head -n 1 || true) at $BASE (REST) and $GADDR (gRPC); $GRPCURL_VERSION; $("$PY" -c 'import jwt; print("PyJWT", jwt.__version__)')"
 
-up=
-deadline=$((SECONDS + 30))
-while ((SECONDS < deadline)); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        break
-    fi
-    if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/health" 2>/dev/null) == 200 ]]; then
-        up=1
-        break
-    fi
-    sleep 0.2
-done
-if [[ -z $up ]]; then
+if ! healthy_within_30s "$SERVER_PID" "$BASE"; then
     fail "server answered 200 on GET /health within 30 s"
     indent 60 <"$WORK/server.log"
     echo "$PASS passed, $FAILED failed"
@@ -397,38 +407,13 @@ fi
 # token of each, from both doors, and reject the expired one of each.
 ALGS=(RS256 PS256 ES256 EdDSA)
 ALG_LIST=$(IFS=,; echo "${ALGS[*]}")
-read -r HTTP2_PORT GRPC2_PORT < <("$PY" - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-for s in socks:
-    s.close()
-EOF
-)
+read -r HTTP2_PORT GRPC2_PORT < <(free_ports 2)
 BASE2=http://127.0.0.1:$HTTP2_PORT
 GADDR2=127.0.0.1:$GRPC2_PORT
-(
-    while read -r var; do
-        [[ $var == JWKS_* ]] && unset "$var"
-    done < <(compgen -e)
-    exec "$BIN" --http-addr "127.0.0.1:$HTTP2_PORT" --grpc-addr "$GADDR2" \
-        --store "sqlite://$WORK/algorithms.db" --log-format json --algorithms "$ALG_LIST"
-) >"$WORK/server-algorithms.log" 2>&1 &
-SERVER2_PID=$!
-up=
-deadline=$((SECONDS + 30))
-while ((SECONDS < deadline)) && kill -0 "$SERVER2_PID" 2>/dev/null; do
-    if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE2/health" 2>/dev/null) == 200 ]]; then
-        up=1
-        break
-    fi
-    sleep 0.2
-done
-if [[ -z $up ]]; then
+start_server "$WORK/server-algorithms.log" --http-addr "127.0.0.1:$HTTP2_PORT" --grpc-addr "$GADDR2" \
+    --store "sqlite://$WORK/algorithms.db" --algorithms "$ALG_LIST"
+SERVER2_PID=$STARTED_PID
+if ! healthy_within_30s "$SERVER2_PID" "$BASE2"; then
     fail "server with --algorithms $ALG_LIST answered 200 on GET /health within 30 s"
     indent 60 <"$WORK/server-algorithms.log"
 else
@@ -531,18 +516,7 @@ fi
 OAUTH_CLIENT="interop app"
 export INTEROP_CLIENT_SECRET='p/a+s:s=wörd'
 OAUTH_AUDIENCE=https://api.interop.test/
-read -r OHTTP1 OGRPC1 OHTTP2 OGRPC2 < <("$PY" - <<'EOF'
-import socket
-socks = []
-for _ in range(4):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-for s in socks:
-    s.close()
-EOF
-)
+read -r OHTTP1 OGRPC1 OHTTP2 OGRPC2 < <(free_ports 4)
 OBASE1=http://127.0.0.1:$OHTTP1
 OBASE2=http://127.0.0.1:$OHTTP2
 oauth_up=
@@ -556,24 +530,13 @@ with open(path, "w") as f:
 EOF
     for replica in 1 2; do
         http_port_var=OHTTP$replica grpc_port_var=OGRPC$replica
-        (
-            while read -r var; do
-                [[ $var == JWKS_* ]] && unset "$var"
-            done < <(compgen -e)
-            exec "$BIN" --http-addr "127.0.0.1:${!http_port_var}" --grpc-addr "127.0.0.1:${!grpc_port_var}" \
-                --store "sqlite://$WORK/oauth.db" --issuer "$OBASE1" --clients-file "$WORK/clients.json" \
-                --reload-every 1s --log-format json
-        ) >"$WORK/server-oauth-$replica.log" 2>&1 &
-        OAUTH_PIDS+=($!)
+        start_server "$WORK/server-oauth-$replica.log" \
+            --http-addr "127.0.0.1:${!http_port_var}" --grpc-addr "127.0.0.1:${!grpc_port_var}" \
+            --store "sqlite://$WORK/oauth.db" --issuer "$OBASE1" --clients-file "$WORK/clients.json" \
+            --reload-every 1s
+        OAUTH_PIDS+=("$STARTED_PID")
         oauth_up=
-        deadline=$((SECONDS + 30))
-        while ((SECONDS < deadline)) && kill -0 "$!" 2>/dev/null; do
-            if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:${!http_port_var}/health" 2>/dev/null) == 200 ]]; then
-                oauth_up=1
-                break
-            fi
-            sleep 0.2
-        done
+        healthy_within_30s "$STARTED_PID" "http://127.0.0.1:${!http_port_var}" && oauth_up=1
         [[ -n $oauth_up ]] || break
     done
 else
