@@ -331,6 +331,26 @@ pub(crate) async fn token(
     Ok((no_store(), Json(body)).into_response())
 }
 
+/// What introspection and revocation both read: the form's `token` (required
+/// by the RFC section `rfc` names) and who is asking.
+fn token_and_caller(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    rfc: &str,
+) -> Result<(String, Caller), OAuthResponseError> {
+    let mut form = FormParams::read(headers, body, &[])?;
+    let credentials = client_credentials(headers, &mut form)?;
+    let token = form
+        .take("token")
+        .ok_or_else(|| invalid_request(format!("token is required ({rfc})")))?;
+    let caller = Caller {
+        credentials,
+        addr: peer_addr(peer),
+    };
+    Ok((token, caller))
+}
+
 /// `POST /oauth2/introspect`: `{"active": true, …}` for a live token of this
 /// issuer, `{"active": false}` and nothing else otherwise.
 #[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
@@ -350,15 +370,7 @@ pub(crate) async fn introspect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthResponseError> {
-    let mut form = FormParams::read(&headers, body, &[])?;
-    let credentials = client_credentials(&headers, &mut form)?;
-    let token = form
-        .take("token")
-        .ok_or_else(|| invalid_request("token is required (RFC 7662 section 2.1)"))?;
-    let caller = Caller {
-        credentials,
-        addr: peer_addr(peer),
-    };
+    let (token, caller) = token_and_caller(&headers, body, peer, "RFC 7662 section 2.1")?;
     let answer = state
         .service
         .introspect(&token, &caller, Timestamp::now())
@@ -455,15 +467,7 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthResponseError> {
-    let mut form = FormParams::read(&headers, body, &[])?;
-    let credentials = client_credentials(&headers, &mut form)?;
-    let token = form
-        .take("token")
-        .ok_or_else(|| invalid_request("token is required (RFC 7009 section 2.1)"))?;
-    let caller = Caller {
-        credentials,
-        addr: peer_addr(peer),
-    };
+    let (token, caller) = token_and_caller(&headers, body, peer, "RFC 7009 section 2.1")?;
     state
         .service
         .revoke(&token, &caller, Timestamp::now())
