@@ -8,9 +8,10 @@
 //! How a request arrives (a form, gRPC fields, Basic or body credentials)
 //! and how an [`OAuthError`] is shown are the transports'.
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{borrow::Cow, collections::HashMap, fmt, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use serde::{Deserialize, de::IgnoredAny};
 use serde_json::{Map, Value};
 
 use super::{KeyService, MAX_AUDIENCES, MAX_CLAIM_LEN};
@@ -284,30 +285,60 @@ pub struct ActiveToken {
     pub token_type: &'static str,
 }
 
+/// The JOSE header members introspection and revocation read (RFC 7515
+/// section 4.1), borrowed from the decoded header where no escapes need
+/// undoing. A member given twice makes the header unreadable.
+#[derive(Deserialize)]
+struct OwnHeader<'a> {
+    #[serde(borrow, default)]
+    alg: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    /// RFC 7515 section 4.1.11: this server sets no `crit`, so a token that
+    /// carries one is not one of its own.
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+}
+
+/// `aud`: one audience or several (RFC 7519 section 4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// The claims of a token this server signed, as far as introspection and
-/// revocation need them.
+/// revocation need them (others are not read). `exp` and `jti` are required
+/// of a token to count as this server's.
+#[derive(Deserialize)]
+struct OwnClaims {
+    iss: Option<String>,
+    exp: Option<i64>,
+    jti: Option<String>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    sub: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    aud: Option<OneOrMany>,
+}
+
+/// A token this server signed: its claims, with the required `jti` and `exp`.
 struct VerifiedToken {
-    claims: Map<String, Value>,
+    claims: OwnClaims,
     jti: String,
     exp: i64,
 }
 
 impl VerifiedToken {
-    fn string(&self, name: &str) -> Option<String> {
-        self.claims
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    }
-
-    fn int(&self, name: &str) -> Option<i64> {
-        self.claims.get(name).and_then(Value::as_i64)
-    }
-
     /// The client a token was issued to: `client_id`, or `sub` for the
     /// `POST /auth` tokens that carry none.
-    fn client(&self) -> Option<String> {
-        self.string("client_id").or_else(|| self.string("sub"))
+    fn client(&self) -> Option<&str> {
+        self.claims
+            .client_id
+            .as_deref()
+            .or(self.claims.sub.as_deref())
     }
 }
 
@@ -501,30 +532,27 @@ impl KeyService {
             return Ok(Introspection::Inactive);
         };
         if verified.exp <= now.unix()
-            || verified.int("nbf").is_some_and(|nbf| nbf > now.unix())
+            || verified.claims.nbf.is_some_and(|nbf| nbf > now.unix())
             || self.inner.revoked.contains(&verified.jti)
         {
             return Ok(Introspection::Inactive);
         }
-        let aud = match verified.claims.get("aud") {
-            Some(Value::String(one)) => vec![one.clone()],
-            Some(Value::Array(many)) => many
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            _ => Vec::new(),
+        let VerifiedToken { claims, jti, exp } = verified;
+        let aud = match claims.aud {
+            Some(OneOrMany::One(one)) => vec![one],
+            Some(OneOrMany::Many(many)) => many,
+            None => Vec::new(),
         };
         Ok(Introspection::Active(ActiveToken {
-            scope: verified.string("scope"),
-            client_id: verified.string("client_id"),
-            sub: verified.string("sub"),
+            scope: claims.scope,
+            client_id: claims.client_id,
+            sub: claims.sub,
             aud,
             iss: self.issuer().to_owned(),
-            exp: verified.exp,
-            iat: verified.int("iat"),
-            nbf: verified.int("nbf"),
-            jti: verified.jti.clone(),
+            exp,
+            iat: claims.iat,
+            nbf: claims.nbf,
+            jti,
             token_type: AccessToken::TOKEN_TYPE,
         }))
     }
@@ -553,7 +581,7 @@ impl KeyService {
             return Ok(());
         };
         if let Some(client) = &client
-            && verified.client().as_deref() != Some(client.id.as_str())
+            && verified.client() != Some(client.id.as_str())
         {
             return Err(OAuthError::new(
                 OAuthErrorCode::UnauthorizedClient,
@@ -630,16 +658,16 @@ impl KeyService {
         if parts.next().is_some() {
             return None;
         }
-        let fields: Map<String, Value> = serde_json::from_slice(&B64.decode(header).ok()?).ok()?;
-        if fields.contains_key("crit") {
+        let header_json = B64.decode(header).ok()?;
+        let fields: OwnHeader<'_> = serde_json::from_slice(&header_json).ok()?;
+        if fields.crit.is_some() {
             return None;
         }
-        let kid = fields.get("kid").and_then(Value::as_str)?;
         let ring = self.ring();
-        let key = ring.get(kid)?;
+        let key = ring.get(fields.kid.as_deref()?)?;
         // The header's `alg` must be the key's own: no algorithm confusion
         // (RFC 8725 section 3.1).
-        if fields.get("alg").and_then(Value::as_str) != Some(key.key.alg().as_str()) {
+        if fields.alg.as_deref() != Some(key.key.alg().as_str()) {
             return None;
         }
         let signing_input = token.get(..header.len() + 1 + payload.len())?;
@@ -647,12 +675,12 @@ impl KeyService {
         if !key.key.verifies(signing_input.as_bytes(), &signature) {
             return None;
         }
-        let claims: Map<String, Value> = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
-        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer()) {
+        let mut claims: OwnClaims = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
+        if claims.iss.as_deref() != Some(self.issuer()) {
             return None;
         }
-        let exp = claims.get("exp").and_then(Value::as_i64)?;
-        let jti = claims.get("jti").and_then(Value::as_str)?.to_owned();
+        let exp = claims.exp?;
+        let jti = claims.jti.take()?;
         Some(VerifiedToken { claims, jti, exp })
     }
 }
