@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::{
     KeyService,
+    claims::{check_custom_claims, claims_for},
     defects::{Defect, TokenShape, TokenSpec},
 };
 use crate::{
@@ -46,7 +47,7 @@ pub struct TokenRequest {
     /// A defective test token by its catalogue name (`defect=NAME`); see
     /// [`super::Defect`]. `expired` is the same as `defect=expired`.
     pub defect: Option<String>,
-    /// Claims to add beside the registered ones (see `service::claims`).
+    /// Claims to add beside the registered ones (see [`super::claims`]).
     pub claims: Map<String, Value>,
 }
 
@@ -111,7 +112,7 @@ impl KeyService {
         let defect =
             self.requested_defect(request.defect.as_deref(), request.expired, TokenShape::Auth)?;
         let access = &self.inner.access;
-        let (subject, audience, limit_key, client_alg) = match &access.clients {
+        let (subject, audience, limit_key, client) = match &access.clients {
             None => {
                 let subject = request
                     .subject
@@ -125,10 +126,16 @@ impl KeyService {
             Some(registry) => {
                 let client = self.authenticate(registry, caller).await?;
                 let audience = permitted_audience(&client, &request.audience)?;
-                let alg = client.alg;
-                (client.id.clone(), audience, Some(client.id.clone()), alg)
+                (
+                    client.id.clone(),
+                    audience,
+                    Some(client.id.clone()),
+                    Some(client),
+                )
             }
         };
+        let client_alg = client.as_ref().and_then(|c| c.alg);
+        let extra = claims_for(client.as_ref(), &request.claims)?;
         if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
             limits.check(&key).map_err(|retry_after| {
                 let err = Error::RateLimited {
@@ -152,9 +159,12 @@ impl KeyService {
             },
             jti: &jti,
         };
-        let Value::Object(claims) = serde_json::to_value(&claims).map_err(Error::internal)? else {
+        let Value::Object(registered) = serde_json::to_value(&claims).map_err(Error::internal)?
+        else {
             return Err(Error::NoSigningKey);
         };
+        let mut claims = extra;
+        claims.extend(registered);
         let signed = self
             .sign_claims(TokenSpec {
                 alg,
@@ -400,6 +410,7 @@ pub fn validate_request(request: &TokenRequest, policy: &Policy) -> Result<Durat
     if let Some(subject) = &request.subject {
         check_claim("subject", subject)?;
     }
+    check_custom_claims(&request.claims)?;
     if request.audience.len() > MAX_AUDIENCES {
         return Err(Error::invalid(
             "audience",

@@ -14,6 +14,7 @@
 //! state is one [`ArcSwap`] of an immutable [`KeyRing`]: the token and JWKS
 //! paths never lock and never touch the store.
 
+pub mod claims;
 pub mod defects;
 mod health;
 mod issuance;
