@@ -6,6 +6,7 @@
 
 mod algorithms;
 mod connections;
+mod defects;
 mod etag;
 mod faults;
 mod grpc_details;
