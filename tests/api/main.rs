@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod algorithms;
+mod claims;
 mod connections;
 mod defects;
 mod etag;
