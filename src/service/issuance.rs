@@ -1,7 +1,8 @@
 //! Token issuance: what a caller may ask for ([`TokenRequest`] and its
 //! checks), who may ask (client authentication and rate limits, through the
-//! `Access` bundle), which algorithm signs, the claims, and the one signature
-//! per token.
+//! `Access` bundle), which algorithm signs, and the claims of `/auth` tokens.
+//! The header, times and the one signature per token (and any test-token
+//! defect) are `defects`'s `sign_claims`, shared with the token endpoint.
 //!
 //! Which key signs is the key ring's decision (see `lifecycle`); how a request
 //! arrives and how errors are shown to callers are the transports'.
