@@ -644,3 +644,45 @@ impl KeyService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_are_unique_and_case_sensitive() {
+        let mut names: Vec<&str> = Defect::ALL.iter().map(|d| d.name()).collect();
+        for defect in Defect::ALL {
+            assert_eq!(Defect::from_name(defect.name()), Some(defect));
+        }
+        assert_eq!(Defect::from_name("ALG-NONE"), None);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Defect::ALL.len());
+    }
+
+    #[test]
+    fn every_defect_names_its_weakness_and_only_wrong_typ_is_access_only() {
+        for defect in Defect::ALL {
+            let info = defect.info();
+            assert!(
+                info.weakness.contains("CWE-") || info.weakness.contains("RFC"),
+                "{info:?}"
+            );
+            assert!(defect.offered_for(TokenShape::Access), "{info:?}");
+            assert_eq!(
+                defect.offered_for(TokenShape::Auth),
+                defect != Defect::WrongTyp,
+                "{info:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_altered_signature_differs_in_its_signature_only() {
+        let token = "aGVhZGVy.Y2xhaW1z.AAECAwQF";
+        let altered = alter_signature(token);
+        assert_ne!(altered, token);
+        assert!(altered.starts_with("aGVhZGVy.Y2xhaW1z."));
+    }
+}
