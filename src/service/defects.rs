@@ -497,17 +497,21 @@ impl KeyService {
         } = spec;
         let ring = self.ring();
         let active = || ring.signer_for(alg, now).ok_or(Error::NoSigningKey);
-        let (issued_at, expires_at) = match defect {
-            Some(Defect::Expired) => {
+        let expired_key = match defect {
+            Some(Defect::Expired) => Some(
+                ring.expired_signer_for(alg, now)
+                    .ok_or(Error::NoExpiredKey)?,
+            ),
+            _ => None,
+        };
+        let (issued_at, expires_at) = match (defect, expired_key) {
+            (_, Some(key)) => {
                 // The last token this key could have signed: it expired when
                 // the key retired, at least the retention period ago.
-                let key = ring
-                    .expired_signer_for(alg, now)
-                    .ok_or(Error::NoExpiredKey)?;
                 let expires_at = key.meta.retires_at.min(now);
                 (expires_at - lifetime, expires_at)
             }
-            Some(Defect::NotYetValid) => {
+            (Some(Defect::NotYetValid), None) => {
                 let issued_at = now + NOT_YET_VALID_BY;
                 (issued_at, issued_at + lifetime)
             }
@@ -542,12 +546,10 @@ impl KeyService {
         };
         match defect {
             Some(Defect::Expired) => {
-                let key = ring
-                    .expired_signer_for(alg, now)
-                    .ok_or(Error::NoExpiredKey)?;
+                let key = expired_key.ok_or(Error::NoExpiredKey)?;
                 let token = key
                     .key
-                    .sign_with_header_json(&header(alg.as_str(), &key.meta.kid), &json)
+                    .sign_typed_jwt(typ, &json)
                     .map_err(Error::internal)?;
                 Ok(signed(token, &key.meta.kid))
             }
