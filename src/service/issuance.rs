@@ -1,16 +1,21 @@
 //! Token issuance: what a caller may ask for ([`TokenRequest`] and its
 //! checks), who may ask (client authentication and rate limits, through the
-//! `Access` bundle), which algorithm signs, the claims, and the one signature
-//! per token.
+//! `Access` bundle), which algorithm signs, and the claims of `/auth` tokens.
+//! The header, times and the one signature per token (and any test-token
+//! defect) are `defects`'s `sign_claims`, shared with the token endpoint.
 //!
 //! Which key signs is the key ring's decision (see `lifecycle`); how a request
 //! arrives and how errors are shown to callers are the transports'.
 
 use std::{sync::Arc, time::Duration};
 
-use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::KeyService;
+use super::{
+    KeyService,
+    claims::{check_custom_claims, claims_for},
+    defects::{Defect, TokenShape, TokenSpec},
+};
 use crate::{
     access::{AddressGroup, AuthFailure, Caller, CheckRefused, Client, ClientRegistry},
     error::{AuthProblem, Error},
@@ -39,6 +44,11 @@ pub struct TokenRequest {
     /// The algorithm to sign with, as the caller spelled it (`alg`, RFC 7518
     /// §3.1); the client's default, else the first configured, when absent.
     pub alg: Option<String>,
+    /// A defective test token by its catalogue name (`defect=NAME`); see
+    /// [`super::Defect`]. `expired` is the same as `defect=expired`.
+    pub defect: Option<String>,
+    /// Claims to add beside the registered ones (see [`super::claims`]).
+    pub claims: Map<String, Value>,
 }
 
 /// A signed token and what a caller needs to know about it.
@@ -56,30 +66,13 @@ pub struct IssuedToken {
     pub expires_at: Timestamp,
     /// Seconds from issue until `exp`; negative for an expired token.
     pub expires_in: i64,
+    /// The defect built in, for a test token.
+    pub defect: Option<Defect>,
 }
 
 impl IssuedToken {
     /// The `token_type` to report with it (RFC 6750).
     pub const TOKEN_TYPE: &'static str = "Bearer";
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Audience<'a> {
-    One(&'a str),
-    Many(&'a [String]),
-}
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<Audience<'a>>,
-    iat: i64,
-    nbf: i64,
-    exp: i64,
-    jti: &'a str,
 }
 
 impl KeyService {
@@ -100,11 +93,10 @@ impl KeyService {
     ) -> Result<IssuedToken, Error> {
         let lifetime = self.check_request(request)?;
         let asked_alg = self.requested_alg(request)?;
+        let defect =
+            self.requested_defect(request.defect.as_deref(), request.expired, TokenShape::Auth)?;
         let access = &self.inner.access;
-        if request.expired && !access.allow_expired {
-            return Err(Error::ExpiredTokensDisabled);
-        }
-        let (subject, audience, limit_key, client_alg) = match &access.clients {
+        let (subject, audience, limit_key, client) = match &access.clients {
             None => {
                 let subject = request
                     .subject
@@ -118,10 +110,16 @@ impl KeyService {
             Some(registry) => {
                 let client = self.authenticate(registry, caller).await?;
                 let audience = permitted_audience(&client, &request.audience)?;
-                let alg = client.alg;
-                (client.id.clone(), audience, Some(client.id.clone()), alg)
+                (
+                    client.id.clone(),
+                    audience,
+                    Some(client.id.clone()),
+                    Some(client),
+                )
             }
         };
+        let client_alg = client.as_ref().and_then(|c| c.alg);
+        let extra = claims_for(client.as_ref(), &request.claims)?;
         if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
             limits.check(&key).map_err(|retry_after| {
                 let err = Error::RateLimited {
@@ -133,7 +131,42 @@ impl KeyService {
             })?;
         }
         let alg = self.signing_alg(asked_alg, client_alg)?;
-        self.sign(alg, &subject, &audience, lifetime, request.expired, now)
+        let alg = self.defect_alg(defect, asked_alg, alg)?;
+        let jti = random_id().map_err(Error::internal)?;
+        // The registered claims (RFC 7519 §4.1) beside the added ones, which
+        // may not name them (`claims`); the times are `sign_claims`'s.
+        let mut claims = extra;
+        claims.insert("iss".into(), self.inner.issuer.as_str().into());
+        claims.insert("sub".into(), subject.into());
+        match audience.as_slice() {
+            [] => {}
+            [one] => {
+                claims.insert("aud".into(), one.as_str().into());
+            }
+            many => {
+                claims.insert("aud".into(), many.into());
+            }
+        }
+        claims.insert("jti".into(), jti.into());
+        let signed = self
+            .sign_claims(TokenSpec {
+                alg,
+                shape: TokenShape::Auth,
+                claims,
+                lifetime,
+                defect,
+                now,
+            })
+            .await?;
+        Ok(IssuedToken {
+            token: signed.token,
+            alg,
+            kid: signed.kid,
+            issued_at: signed.issued_at,
+            expires_at: signed.expires_at,
+            expires_in: signed.expires_at.unix() - now.unix(),
+            defect,
+        })
     }
 
     /// Which algorithm signs: the one the request names, else the client's
@@ -260,57 +293,6 @@ impl KeyService {
             .map_err(Error::internal)?
             .map_err(unauthenticated)
     }
-
-    /// Builds the claims and signs them: the one signature per token.
-    fn sign(
-        &self,
-        alg: Algorithm,
-        subject: &str,
-        audience: &[String],
-        lifetime: Duration,
-        expired: bool,
-        now: Timestamp,
-    ) -> Result<IssuedToken, Error> {
-        let ring = self.inner.ring.load();
-        let (key, issued_at, expires_at) = if expired {
-            // The last token this key could have signed: it expired when the
-            // key retired, at least the retention period ago.
-            let key = ring
-                .expired_signer_for(alg, now)
-                .ok_or(Error::NoExpiredKey)?;
-            let expires_at = key.meta.retires_at.min(now);
-            (key, expires_at - lifetime, expires_at)
-        } else {
-            let key = ring.signer_for(alg, now).ok_or(Error::NoSigningKey)?;
-            (key, now, now + lifetime)
-        };
-
-        // A failing RNG is a fault, never a `jti` that repeats.
-        let jti = random_id().map_err(Error::internal)?;
-        let claims = Claims {
-            iss: &self.inner.issuer,
-            sub: subject,
-            aud: match audience {
-                [] => None,
-                [one] => Some(Audience::One(one)),
-                many => Some(Audience::Many(many)),
-            },
-            iat: issued_at.unix(),
-            nbf: issued_at.unix(),
-            exp: expires_at.unix(),
-            jti: &jti,
-        };
-        let claims_json = serde_json::to_vec(&claims).map_err(Error::internal)?;
-        let token = key.key.sign_jwt(&claims_json).map_err(Error::internal)?;
-        Ok(IssuedToken {
-            token,
-            alg,
-            kid: key.meta.kid.clone(),
-            issued_at,
-            expires_at,
-            expires_in: expires_at.unix() - now.unix(),
-        })
-    }
 }
 
 /// The audience an authenticated client gets: what it asked for, if its
@@ -411,6 +393,7 @@ pub fn validate_request(request: &TokenRequest, policy: &Policy) -> Result<Durat
     if let Some(subject) = &request.subject {
         check_claim("subject", subject)?;
     }
+    check_custom_claims(&request.claims)?;
     if request.audience.len() > MAX_AUDIENCES {
         return Err(Error::invalid(
             "audience",

@@ -6,7 +6,10 @@
 //! - [`issuance`]: token requests, their checks, claims and the signature;
 //! - [`lifecycle`]: starting, rotating, reloading and unsealing keys;
 //! - [`refresher`]: the supervised background loop that keeps doing it;
-//! - [`health`]: whether the store answers and what `/health` reports.
+//! - [`health`]: whether the store answers and what `/health` reports;
+//! - [`defects`]: the catalogue of test tokens, and the one place every token
+//!   is assembled and signed;
+//! - [`claims`]: the custom claims a request may add, and their bounds.
 //!
 //! REST and gRPC hold no key or token logic; they translate to a
 //! [`TokenRequest`] and back and call the same methods here. Every method that
@@ -14,6 +17,8 @@
 //! state is one [`ArcSwap`] of an immutable [`KeyRing`]: the token and JWKS
 //! paths never lock and never touch the store.
 
+pub mod claims;
+pub mod defects;
 mod health;
 mod issuance;
 mod lifecycle;
@@ -30,6 +35,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 pub use self::{
+    defects::{Defect, DefectInfo, TestTokenCatalogue, TokenShape},
     health::{Health, StoreHealth},
     issuance::{
         DEFAULT_SUBJECT, IssuedToken, MAX_AUDIENCES, MAX_CLAIM_LEN, TokenRequest, validate_request,
@@ -76,6 +82,8 @@ struct Inner {
     faults: Faults,
     /// Revoked access tokens this replica knows of (`oauth`).
     revoked: oauth::RevokedTokens,
+    /// Keys that sign the test tokens no verifier may trust (`defects`).
+    unpublished: defects::UnpublishedKeys,
 }
 
 impl KeyService {
@@ -102,6 +110,7 @@ impl KeyService {
                 unreadable: Mutex::new(HashMap::new()),
                 faults: Faults::default(),
                 revoked: oauth::RevokedTokens::default(),
+                unpublished: defects::UnpublishedKeys::default(),
             }),
         }
     }

@@ -14,7 +14,11 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde::{Deserialize, de::IgnoredAny};
 use serde_json::{Map, Value};
 
-use super::{KeyService, MAX_AUDIENCES, MAX_CLAIM_LEN};
+use super::{
+    KeyService, MAX_AUDIENCES, MAX_CLAIM_LEN,
+    claims::{check_custom_claims, claims_for},
+    defects::{Defect, TokenShape, TokenSpec},
+};
 use crate::{
     access::{AddressGroup, Caller, Client},
     error::Error,
@@ -132,9 +136,9 @@ impl From<Error> for OAuthError {
     fn from(err: Error) -> Self {
         let retry_after_secs = err.retry_after_secs();
         let code = match &err {
-            Error::InvalidRequest { .. } | Error::ExpiredTokensDisabled => {
-                OAuthErrorCode::InvalidRequest
-            }
+            Error::InvalidRequest { .. }
+            | Error::ExpiredTokensDisabled
+            | Error::TestTokensDisabled(_) => OAuthErrorCode::InvalidRequest,
             Error::ClientNotAuthenticated(_) => OAuthErrorCode::InvalidClient,
             Error::AudienceNotPermitted { .. } => OAuthErrorCode::InvalidTarget,
             Error::RateLimited { .. } => OAuthErrorCode::SlowDown,
@@ -166,6 +170,9 @@ pub struct ClientGrants {
     pub max_lifetime: Option<Duration>,
     /// Static extra claims every token of its carries (roles, a tenant…).
     pub claims: Map<String, Value>,
+    /// The custom claim names its requests may add (`allowed_claims`; see
+    /// `service::claims`). Empty: none.
+    pub allowed_claims: Vec<String>,
 }
 
 impl ClientGrants {
@@ -211,7 +218,26 @@ impl ClientGrants {
             default_audience,
             max_lifetime,
             claims,
+            allowed_claims: Vec::new(),
         })
+    }
+
+    /// The same grants, letting requests add the claims `names` lists.
+    ///
+    /// # Errors
+    ///
+    /// A registered claim among `names` (no request may set those).
+    pub fn with_allowed_claims(mut self, names: Vec<String>) -> Result<Self, String> {
+        if let Some(reserved) = names
+            .iter()
+            .find(|name| RESERVED_CLAIMS.contains(&name.as_str()))
+        {
+            return Err(format!(
+                "allowed_claims: {reserved:?} is a registered claim the server sets itself"
+            ));
+        }
+        self.allowed_claims = names;
+        Ok(self)
     }
 }
 
@@ -229,6 +255,11 @@ pub struct GrantRequest {
     /// The algorithm to sign with (RFC 7518 `alg`); the client's default, else
     /// the server's first configured algorithm, when absent.
     pub alg: Option<String>,
+    /// A defective test access token by its catalogue name (see
+    /// [`super::Defect`]).
+    pub defect: Option<String>,
+    /// Claims to add beside the registered ones (see [`super::claims`]).
+    pub claims: Map<String, Value>,
 }
 
 /// An access token and what RFC 6749 section 5.1 tells the client about it.
@@ -244,6 +275,8 @@ pub struct AccessToken {
     pub expires_in: i64,
     /// The scopes granted, space-delimited; `None` when none were.
     pub scope: Option<String>,
+    /// The defect built in, for a test token.
+    pub defect: Option<Defect>,
 }
 
 impl AccessToken {
@@ -396,8 +429,11 @@ impl KeyService {
         let asked_scopes = parse_scope(request.scope.as_deref())?;
         let asked_audience = asked_audience(request)?;
         let asked_alg = self.named_alg(request.alg.as_deref())?;
+        check_custom_claims(&request.claims)?;
+        let defect = self.requested_defect(request.defect.as_deref(), false, TokenShape::Access)?;
         let (client_id, client) = self.oauth_client(caller).await?;
         let alg = self.signing_alg(asked_alg, client.as_ref().and_then(|c| c.alg))?;
+        let alg = self.defect_alg(defect, asked_alg, alg)?;
         let grants = client.as_ref().map(|c| &c.grants);
         let scopes = match grants {
             None => asked_scopes,
@@ -414,8 +450,18 @@ impl KeyService {
             lifetime = lifetime.min(max);
         }
         let scope = (!scopes.is_empty()).then(|| scopes.join(" "));
-        let extra = grants.map(|g| &g.claims);
-        self.sign_access_token(alg, &client_id, &audience, scope, extra, lifetime, now)
+        let extra = claims_for(client.as_ref(), &request.claims)?;
+        self.sign_access_token(
+            alg,
+            &client_id,
+            &audience,
+            scope,
+            Some(&extra),
+            lifetime,
+            defect,
+            now,
+        )
+        .await
     }
 
     /// Who is calling an OAuth endpoint: its client id and, with a clients
@@ -463,9 +509,10 @@ impl KeyService {
         })
     }
 
-    /// Builds the RFC 9068 claims and signs them with the active key.
+    /// Builds the RFC 9068 claims and signs them with the active key (or
+    /// builds in the test token's `defect`).
     #[allow(clippy::too_many_arguments)]
-    fn sign_access_token(
+    async fn sign_access_token(
         &self,
         alg: Algorithm,
         client_id: &str,
@@ -473,12 +520,10 @@ impl KeyService {
         scope: Option<String>,
         extra: Option<&Map<String, Value>>,
         lifetime: Duration,
+        defect: Option<Defect>,
         now: Timestamp,
     ) -> Result<AccessToken, OAuthError> {
-        let ring = self.ring();
-        let key = ring.signer_for(alg, now).ok_or(Error::NoSigningKey)?;
         let jti = random_id().map_err(Error::internal)?;
-        let expires_at = now + lifetime;
         let mut claims = extra.cloned().unwrap_or_default();
         claims.insert("iss".into(), self.issuer().into());
         claims.insert("sub".into(), client_id.into());
@@ -489,25 +534,28 @@ impl KeyService {
                 many => Value::from(many.to_vec()),
             },
         );
-        claims.insert("exp".into(), expires_at.unix().into());
-        claims.insert("nbf".into(), now.unix().into());
-        claims.insert("iat".into(), now.unix().into());
         claims.insert("jti".into(), jti.into());
         claims.insert("client_id".into(), client_id.into());
         if let Some(scope) = &scope {
             claims.insert("scope".into(), scope.as_str().into());
         }
-        let json = serde_json::to_vec(&claims).map_err(Error::internal)?;
-        let access_token = key
-            .key
-            .sign_typed_jwt(ACCESS_TOKEN_TYP, &json)
-            .map_err(Error::internal)?;
+        let signed = self
+            .sign_claims(TokenSpec {
+                alg,
+                shape: TokenShape::Access,
+                claims,
+                lifetime,
+                defect,
+                now,
+            })
+            .await?;
         Ok(AccessToken {
-            access_token,
-            kid: key.meta.kid.clone(),
+            access_token: signed.token,
+            kid: signed.kid,
             alg,
-            expires_in: expires_at.unix() - now.unix(),
+            expires_in: signed.expires_at.unix() - now.unix(),
             scope,
+            defect,
         })
     }
 

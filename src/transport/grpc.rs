@@ -29,6 +29,7 @@ use crate::{
 mod oauth;
 mod observe;
 mod serve;
+mod test_tokens;
 
 pub use serve::serve;
 
@@ -148,14 +149,19 @@ impl KeyServiceRpc for GrpcKeyService {
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
         let caller = caller(&request)?;
-        let token_request = TokenRequest::from(request.into_inner());
+        let mut message = request.into_inner();
+        let claims = test_tokens::requested_claims_status(
+            message.claims.take(),
+            message.claims_json.take(),
+        )?;
+        let mut token_request = TokenRequest::from(message);
+        token_request.claims = claims;
         let issued = self
             .service
             .issue_token(&token_request, &caller, Timestamp::now())
             .await
             .map_err(to_status)?;
-        self.metrics
-            .token_issued(Door::Grpc, token_request.expired, issued.alg);
+        self.metrics.issued(Door::Grpc, issued.defect, issued.alg);
         Ok(Response::new(issued.into()))
     }
 
@@ -178,6 +184,13 @@ impl KeyServiceRpc for GrpcKeyService {
         request: Request<proto::RevokeRequest>,
     ) -> Result<Response<proto::RevokeResponse>, Status> {
         oauth::revoke(&self.service, request).await
+    }
+
+    async fn list_test_tokens(
+        &self,
+        _request: Request<proto::ListTestTokensRequest>,
+    ) -> Result<Response<proto::ListTestTokensResponse>, Status> {
+        Ok(test_tokens::list(&self.service))
     }
 }
 
@@ -273,6 +286,8 @@ impl From<IssueTokenRequest> for TokenRequest {
             audience: request.audience,
             lifetime_seconds: request.lifetime_seconds,
             alg: request.alg,
+            defect: request.defect.filter(|d| !d.is_empty()),
+            ..Self::default()
         }
     }
 }
@@ -305,6 +320,9 @@ fn to_status(err: Error) -> Status {
         Error::ExpiredTokensDisabled => format!(
             "{err}; start it with --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow them"
         ),
+        Error::TestTokensDisabled(_) => {
+            format!("{err}; start it with --test-tokens=true (JWKS_TEST_TOKENS=true) to allow them")
+        }
         _ => err.to_string(),
     };
     let (code, mut details) = match &err {
@@ -313,9 +331,9 @@ fn to_status(err: Error) -> Status {
             ErrorDetails::with_bad_request_violation(*field, reason.clone()),
         ),
         Error::ClientNotAuthenticated(_) => (Code::Unauthenticated, ErrorDetails::new()),
-        Error::ExpiredTokensDisabled | Error::AudienceNotPermitted { .. } => {
-            (Code::PermissionDenied, ErrorDetails::new())
-        }
+        Error::ExpiredTokensDisabled
+        | Error::TestTokensDisabled(_)
+        | Error::AudienceNotPermitted { .. } => (Code::PermissionDenied, ErrorDetails::new()),
         Error::RateLimited { .. } => (Code::ResourceExhausted, retry_info(&err)),
         Error::Busy => (Code::Unavailable, retry_info(&err)),
         Error::NoSigningKey | Error::NoExpiredKey => (Code::Unavailable, ErrorDetails::new()),

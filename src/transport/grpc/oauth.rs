@@ -28,12 +28,17 @@ pub(super) async fn token(
     request: Request<proto::TokenRequest>,
 ) -> Result<Response<proto::TokenResponse>, Status> {
     let caller = oauth_caller(&request)?;
-    let request = GrantRequest::from(request.into_inner());
+    let mut message = request.into_inner();
+    let claims =
+        super::test_tokens::requested_claims(message.claims.take(), message.claims_json.take())
+            .map_err(|err| to_status(OAuthError::from(err)))?;
+    let mut request = GrantRequest::from(message);
+    request.claims = claims;
     let issued = service
         .grant_client_credentials(&request, &caller, Timestamp::now())
         .await
         .map_err(to_status)?;
-    metrics.token_issued(Door::Grpc, false, issued.alg);
+    metrics.issued(Door::Grpc, issued.defect, issued.alg);
     Ok(Response::new(issued.into()))
 }
 
@@ -99,6 +104,8 @@ impl From<proto::TokenRequest> for GrantRequest {
                 .filter(|v| !v.is_empty())
                 .collect(),
             alg: present(request.alg),
+            defect: present(request.defect),
+            ..Self::default()
         }
     }
 }
