@@ -191,17 +191,17 @@ pub struct Config {
     #[arg(long, env = "JWKS_KEK_FILE", global = true)]
     pub kek_file: Option<PathBuf>,
 
-    /// Honour `expired=true` (tokens signed by an expired key, for testing
-    /// verifiers). `--expired-tokens=false` refuses them with 403 / PERMISSION_DENIED,
-    /// and every other test token too (the old name of --test-tokens=false).
-    #[arg(long, env = "JWKS_EXPIRED_TOKENS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
-    pub expired_tokens: bool,
+    /// The old name of --test-tokens, kept working: `--expired-tokens=false`
+    /// refuses `expired=true` and every other test token with 403 /
+    /// PERMISSION_DENIED. --test-tokens wins when both are given.
+    #[arg(long, env = "JWKS_EXPIRED_TOKENS", action = clap::ArgAction::Set, global = true)]
+    pub expired_tokens: Option<bool>,
 
     /// Issue test tokens: `expired=true` and every `defect=NAME` of
-    /// `GET /test-tokens`. Unset: on without --clients-file; with it,
-    /// `expired=true` follows --expired-tokens (on, as it always was) and the
-    /// other defects are off until this is true. `false` refuses them all
-    /// (403 / PERMISSION_DENIED; `invalid_request` at the token endpoint).
+    /// `GET /test-tokens`, all or none. Unset: on without --clients-file, off
+    /// with it (a registered client's test token is signed by a real key).
+    /// Off, they are refused with 403 / PERMISSION_DENIED (`invalid_request`
+    /// at the token endpoint).
     #[arg(long, env = "JWKS_TEST_TOKENS", action = clap::ArgAction::Set, global = true)]
     pub test_tokens: Option<bool>,
 

@@ -245,14 +245,14 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
         let burst = config.rate_burst.and_then(NonZeroU32::new).unwrap_or(rate);
         RateLimits::new(rate, burst)
     });
-    // One switch for every test token; `--expired-tokens` is its old name.
-    // Defects are off by default once callers must authenticate, but
-    // `expired=true` keeps the default it always had.
-    let allow_expired = config.test_tokens.unwrap_or(config.expired_tokens);
-    let allow_defects = config
+    // One switch for every test token (`--expired-tokens` is its old name):
+    // on by default while anyone may ask for tokens, off once callers must
+    // authenticate (issue #14).
+    let test_tokens = config
         .test_tokens
-        .unwrap_or(config.expired_tokens && clients.is_none());
-    Ok(Access::new(allow_expired, clients, rate_limits).with_defects(allow_defects))
+        .or(config.expired_tokens)
+        .unwrap_or(clients.is_none());
+    Ok(Access::new(test_tokens, clients, rate_limits))
 }
 
 /// Opens the store and starts the key service (creating first keys if needed).

@@ -30,10 +30,9 @@ pub use secret_checks::{CheckPermit, CheckRefused, SecretChecks};
 /// token, as the original service did.
 #[derive(Debug)]
 pub struct Access {
-    /// Whether `expired=true` is honoured.
-    pub allow_expired: bool,
-    /// Whether the other defective test tokens (`defect=NAME`) are issued.
-    pub allow_defects: bool,
+    /// Whether test tokens are issued: `expired=true` and every other
+    /// `defect=NAME` of the catalogue, all or none.
+    pub test_tokens: bool,
     /// When set, issuing requires client credentials.
     pub clients: Option<Arc<ClientRegistry>>,
     /// When set, issuance is rate limited per client (or per address).
@@ -46,28 +45,17 @@ impl Access {
     /// The bundle from the settings; secret checks get one slot per core of
     /// this machine.
     pub fn new(
-        allow_expired: bool,
+        test_tokens: bool,
         clients: Option<Arc<ClientRegistry>>,
         rate_limits: Option<RateLimits>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Self {
-            allow_expired,
-            allow_defects: allow_expired,
+            test_tokens,
             clients,
             rate_limits,
             secret_checks: SecretChecks::new(cores),
         }
-    }
-}
-
-impl Access {
-    /// The same bundle with the defective test tokens switched on or off
-    /// (`new` makes them follow `allow_expired`).
-    #[must_use]
-    pub fn with_defects(mut self, allow_defects: bool) -> Self {
-        self.allow_defects = allow_defects;
-        self
     }
 }
 

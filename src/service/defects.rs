@@ -329,7 +329,7 @@ impl KeyService {
     /// The catalogue as this server's configuration offers it.
     pub fn test_tokens(&self) -> TestTokenCatalogue {
         TestTokenCatalogue {
-            enabled: self.inner.access.allow_defects,
+            enabled: self.inner.access.test_tokens,
             defects: Defect::ALL
                 .into_iter()
                 .filter(|defect| self.applies(*defect))
@@ -419,9 +419,9 @@ impl KeyService {
         }
         let access = &self.inner.access;
         match defect {
-            Defect::Expired if !access.allow_expired => Err(Error::ExpiredTokensDisabled),
+            Defect::Expired if !access.test_tokens => Err(Error::ExpiredTokensDisabled),
             Defect::Expired => Ok(Some(defect)),
-            _ if !access.allow_defects => Err(Error::TestTokensDisabled(defect.name())),
+            _ if !access.test_tokens => Err(Error::TestTokensDisabled(defect.name())),
             _ => Ok(Some(defect)),
         }
     }

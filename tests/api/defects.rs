@@ -639,8 +639,22 @@ async fn with_a_clients_file_defects_are_off_unless_turned_on_and_need_the_same_
     };
     let off = as_svc(&default, "?defect=no-kid").response().await;
     assert_eq!(off.status(), 403);
+    // One switch for the whole catalogue: expired=true is a test token too.
     let expired = as_svc(&default, "?expired=true").response().await;
-    assert_eq!(expired.status(), 200, "expired=true keeps its old default");
+    assert_eq!(
+        expired.status(),
+        403,
+        "expired=true follows the same switch"
+    );
+    let old_name_on = spawn_app_with_clients(|c| c.expired_tokens = Some(true)).await;
+    let expired = as_svc(&old_name_on, "?expired=true").response().await;
+    assert_eq!(expired.status(), 200, "--expired-tokens=true turns them on");
+    let token = as_svc(&old_name_on, "?defect=no-kid").response().await;
+    assert_eq!(
+        token.status(),
+        200,
+        "--expired-tokens=true turns them all on"
+    );
 
     let on = spawn_app_with_clients(|c| c.test_tokens = Some(true)).await;
     let token = as_svc(&on, "?defect=no-kid").response().await;

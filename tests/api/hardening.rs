@@ -223,7 +223,7 @@ async fn bad_grpc_input_gets_the_right_status_codes() {
 
 #[tokio::test]
 async fn expired_tokens_can_be_switched_off_through_both_doors() {
-    let app = spawn_app_with(|c| c.expired_tokens = false).await;
+    let app = spawn_app_with(|c| c.expired_tokens = Some(false)).await;
     let body = assert_json_error(
         app.client
             .post(app.url("/auth?expired=true"))
@@ -585,6 +585,7 @@ async fn no_private_key_secret_or_token_ever_reaches_the_logs() {
     let mut server = ServerProcess::spawn(&[
         ("JWKS_STORE", &store),
         ("JWKS_CLIENTS_FILE", clients_path.to_str().unwrap()),
+        ("JWKS_TEST_TOKENS", "true"),
         ("RUST_LOG", "trace"),
     ])
     .await;
