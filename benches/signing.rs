@@ -21,6 +21,13 @@
 //!   `sign_jwt`, per algorithm, to compare with `openssl speed rsa2048 rsa3072
 //!   rsa4096 ecdsap256 ed25519`.
 //!
+//! - `verify/aws_lc_rs_bare`: one aws-lc-rs RSA-2048 PKCS#1 v1.5 SHA-256
+//!   verification of an access token's signature, public key parsed once: the
+//!   floor of introspection, to compare with `openssl speed -verify rsa2048`.
+//! - `verify/introspect`: the whole [`KeyService::introspect`] of a live RS256
+//!   access token (header and claims read, key looked up, signature checked,
+//!   revocation looked up, the answer built), without HTTP.
+//!
 //! Each group reports throughput as elements (signatures) per second, to
 //! compare with `openssl speed rsa2048`'s signs/s.
 // Tests and tools: a failed assumption should stop them loudly.
@@ -38,15 +45,15 @@ use std::{
 use aws_lc_rs::{
     rand::SystemRandom,
     signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256,
-        RSA_PSS_SHA256, RsaKeyPair,
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey,
+        RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair,
     },
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jwks_server::{
-    access::Caller,
+    access::{Caller, Credentials},
     keys::{Algorithm, algorithm::RsaKeySize, crypto::SigningKey},
-    service::TokenRequest,
+    service::{GrantRequest, Introspection, TokenRequest},
     time::Timestamp,
 };
 
@@ -218,11 +225,76 @@ fn algorithms(c: &mut Criterion) {
     group.finish();
 }
 
+fn verifying(c: &mut Criterion) {
+    let fixture = Fixture::start(multi_thread_runtime());
+    let service = &fixture.service;
+    let runtime = &fixture.runtime;
+    let caller = Caller {
+        credentials: Some(Credentials {
+            id: "load".to_owned(),
+            secret: String::new().into(),
+        }),
+        addr: None,
+    };
+    let grant = GrantRequest {
+        grant_type: "client_credentials".to_owned(),
+        ..GrantRequest::default()
+    };
+    let token = runtime
+        .block_on(service.grant_client_credentials(&grant, &caller, Timestamp::now()))
+        .expect("an access token")
+        .access_token;
+    let (signing_input, signature) = token.rsplit_once('.').expect("three segments");
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .expect("base64url");
+
+    // The same kind of key, for aws-lc-rs directly (the service's is sealed
+    // inside it): verification costs the same for every RSA-2048 key.
+    let key = SigningKey::generate().expect("an RSA-2048 key");
+    let pair = RsaKeyPair::from_pkcs8(&key.to_pkcs8_der().expect("PKCS#8 DER")).expect("a pair");
+    let rng = SystemRandom::new();
+    let mut own_signature = vec![0u8; pair.public_modulus_len()];
+    pair.sign(
+        &RSA_PKCS1_SHA256,
+        &rng,
+        signing_input.as_bytes(),
+        &mut own_signature,
+    )
+    .expect("a signature");
+    let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref())
+        .expect("a public key");
+    // The service's own signature checks out too (its key is another one).
+    assert_eq!(signature.len(), own_signature.len());
+
+    let mut group = c.benchmark_group("verify");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("aws_lc_rs_bare", |b| {
+        b.iter(|| {
+            parsed
+                .verify_sig(
+                    black_box(signing_input.as_bytes()),
+                    black_box(&own_signature),
+                )
+                .expect("a valid signature");
+        });
+    });
+    group.bench_function("introspect", |b| {
+        b.iter(|| {
+            let answer = runtime
+                .block_on(service.introspect(black_box(&token), &caller, Timestamp::now()))
+                .expect("an answer");
+            assert!(matches!(answer, Introspection::Active(_)));
+        });
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = signing, algorithms
+    targets = signing, algorithms, verifying
 }
 criterion_main!(benches);
