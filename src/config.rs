@@ -50,6 +50,74 @@ pub enum Command {
     /// Read a client secret from standard input and print its argon2id hash,
     /// for the `secret_hash` of a --clients-file entry.
     HashSecret,
+    /// Test a verifier: send a valid token and every defective token of a
+    /// running jwks-server's catalogue to URL, and check that only the valid
+    /// one is accepted. Exit status 0: all as expected; 1: the valid token
+    /// was refused or a defective one accepted; 2: the probe could not run.
+    Probe(ProbeArgs),
+}
+
+/// `jwks-server probe`: where the tokens come from and how they are sent.
+#[derive(Clone, Debug, Args)]
+pub struct ProbeArgs {
+    /// The protected URL of the service under test; each token is sent to it
+    /// in a GET request.
+    pub url: String,
+
+    /// Base URL of the running jwks-server that makes the tokens.
+    #[arg(
+        long,
+        env = "JWKS_PROBE_SERVER",
+        default_value = "http://localhost:8080"
+    )]
+    pub server: String,
+
+    /// The `aud` of every token (the audience the service expects); default:
+    /// the server's default for the route.
+    #[arg(long, env = "JWKS_PROBE_AUDIENCE")]
+    pub audience: Option<String>,
+
+    /// The signing algorithm (one of the server's --algorithms); default:
+    /// the server's first.
+    #[arg(long, env = "JWKS_PROBE_ALG", value_parser = bounds::algorithm)]
+    pub alg: Option<Algorithm>,
+
+    /// Probe with RFC 9068 access tokens from /oauth2/token (client
+    /// credentials grant) instead of /auth tokens.
+    #[arg(long)]
+    pub token_endpoint: bool,
+
+    /// The client id for --token-endpoint on a server with --clients-file.
+    #[arg(long, env = "JWKS_PROBE_CLIENT_ID")]
+    pub client_id: Option<String>,
+
+    /// The client's secret (prefer the environment variable; flags show up
+    /// in `ps`). Never printed.
+    #[arg(long, env = "JWKS_PROBE_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<Secret>,
+
+    /// Send the token in this header, as the bare token, instead of
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "JWKS_PROBE_HEADER", value_name = "NAME")]
+    pub header: Option<String>,
+
+    /// Another header for every request to URL, as `Name: value`; repeatable.
+    #[arg(long = "extra-header", value_name = "NAME: VALUE")]
+    pub extra_headers: Vec<String>,
+
+    /// Only these defects, comma-separated [default: every defect the server
+    /// offers for the route].
+    #[arg(long, env = "JWKS_PROBE_DEFECTS", value_delimiter = ',')]
+    pub defects: Vec<String>,
+
+    /// How long each request (to the server or to URL) may take (1s to 1h).
+    #[arg(long, env = "JWKS_PROBE_TIMEOUT", default_value = "10s", value_parser = bounds::request_timeout)]
+    pub timeout: Duration,
+
+    /// Print the results as JSON: `{"results": [{"defect", "expected",
+    /// "status", "verdict"}], "passed", "failed"}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

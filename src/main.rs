@@ -10,7 +10,7 @@ use clap::Parser;
 use jwks_server::{
     admin,
     config::{Cli, Command},
-    process,
+    probe, process,
     startup::{Application, StartupError},
     telemetry,
 };
@@ -46,6 +46,9 @@ async fn main() -> ExitCode {
         Some(Command::HashSecret) => {
             admin::hash_secret_from_stdin().map(|out| print_out(format_args!("{out}\n")))
         }
+        // A client with its own exit statuses: 0 as expected, 1 the
+        // verifier failed, 2 the probe could not run.
+        Some(Command::Probe(args)) => return probe::main(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
