@@ -251,30 +251,33 @@ impl TokenServer {
             })
     }
 
-    /// `POST /auth?alg=…&aud=…&defect=…` (or `expired=true`).
+    /// `POST /auth?defect=…` (or `?expired=true`), with `alg` and `aud` in
+    /// a form body (the server takes only the test switches in the query).
     fn auth_request(&self, defect: Option<&Defect>) -> reqwest::RequestBuilder {
-        let mut query: Vec<(&str, &str)> = Vec::new();
+        let url = match defect {
+            Some(d) if d.legacy_expired => format!("{}/auth?expired=true", self.base),
+            Some(d) => format!(
+                "{}/auth?{}",
+                self.base,
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("defect", &d.name)
+                    .finish()
+            ),
+            None => format!("{}/auth", self.base),
+        };
+        let mut form: Vec<(&str, &str)> = Vec::new();
         if let Some(alg) = &self.alg {
-            query.push(("alg", alg));
+            form.push(("alg", alg));
         }
         if let Some(aud) = &self.audience {
-            query.push(("aud", aud));
+            form.push(("aud", aud));
         }
-        match defect {
-            Some(d) if d.legacy_expired => query.push(("expired", "true")),
-            Some(d) => query.push(("defect", &d.name)),
-            None => {}
+        let request = self.http.post(url);
+        if form.is_empty() {
+            request
+        } else {
+            request.form(&form)
         }
-        let mut url = format!("{}/auth", self.base);
-        if !query.is_empty() {
-            url.push('?');
-            url.push_str(
-                &form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(query)
-                    .finish(),
-            );
-        }
-        self.http.post(url)
     }
 
     /// `POST /oauth2/token` with `grant_type=client_credentials`, the client
