@@ -260,9 +260,18 @@ pub struct Config {
     pub kek_file: Option<PathBuf>,
 
     /// Honour `expired=true` (tokens signed by an expired key, for testing
-    /// verifiers). `--expired-tokens=false` refuses them with 403 / PERMISSION_DENIED.
+    /// verifiers). `--expired-tokens=false` refuses them with 403 / PERMISSION_DENIED,
+    /// and every other test token too (the old name of --test-tokens=false).
     #[arg(long, env = "JWKS_EXPIRED_TOKENS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub expired_tokens: bool,
+
+    /// Issue test tokens: `expired=true` and every `defect=NAME` of
+    /// `GET /test-tokens`. Unset: on without --clients-file; with it,
+    /// `expired=true` follows --expired-tokens (on, as it always was) and the
+    /// other defects are off until this is true. `false` refuses them all
+    /// (403 / PERMISSION_DENIED; `invalid_request` at the token endpoint).
+    #[arg(long, env = "JWKS_TEST_TOKENS", action = clap::ArgAction::Set, global = true)]
+    pub test_tokens: Option<bool>,
 
     /// Require client credentials to issue tokens: a JSON file of clients,
     /// `{"clients":[{"id":"…","secret_hash":"$argon2id$…","audiences":["…"]}]}`

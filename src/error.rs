@@ -27,6 +27,10 @@ pub enum Error {
     /// The caller asked for an expired token, and this server issues none.
     #[error("expired tokens are disabled on this server")]
     ExpiredTokensDisabled,
+    /// The caller asked for a defective test token (the named defect), and
+    /// this server issues none.
+    #[error("test tokens (defect {0}) are disabled on this server")]
+    TestTokensDisabled(&'static str),
     /// An authenticated client asked for an audience it may not have.
     #[error("client {client} may not ask for audience {audience:?}")]
     AudienceNotPermitted {
@@ -96,7 +100,9 @@ impl Error {
         match self {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::ClientNotAuthenticated(_) => "unauthenticated",
-            Self::ExpiredTokensDisabled | Self::AudienceNotPermitted { .. } => "forbidden",
+            Self::ExpiredTokensDisabled
+            | Self::TestTokensDisabled(_)
+            | Self::AudienceNotPermitted { .. } => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::NoSigningKey | Self::NoExpiredKey | Self::Busy => "unavailable",
             Self::Internal(_) => "internal",

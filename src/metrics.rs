@@ -15,7 +15,7 @@ use prometheus_client::{
 
 use crate::{
     keys::{Algorithm, KeyState},
-    service::{KeyService, StoreHealth},
+    service::{Defect, KeyService, StoreHealth},
     time::Timestamp,
 };
 
@@ -59,6 +59,13 @@ impl JwksOutcome {
 struct TokenLabels {
     door: &'static str,
     kind: &'static str,
+}
+
+/// Test tokens by door and defect (a catalogue name: a bounded set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TestTokenLabels {
+    door: &'static str,
+    defect: &'static str,
 }
 
 /// Tokens by algorithm: a family of its own, so the series of
@@ -113,6 +120,7 @@ pub struct Metrics {
     registry: Registry,
     tokens: Family<TokenLabels, Counter>,
     tokens_by_alg: Family<AlgTokenLabels, Counter>,
+    test_tokens: Family<TestTokenLabels, Counter>,
     keys_by_alg: Family<AlgStateLabels, Gauge>,
     jwks: Family<JwksLabels, Counter>,
     http: LatencyFamily<HttpLabels>,
@@ -177,6 +185,12 @@ impl Metrics {
             "tokens_signed",
             "Tokens issued, by signing algorithm and kind",
             tokens_by_alg.clone(),
+        );
+        let test_tokens = Family::<TestTokenLabels, Counter>::default();
+        registry.register(
+            "test_tokens_issued",
+            "Defective test tokens issued, by door and defect",
+            test_tokens.clone(),
         );
         let keys_by_alg = Family::<AlgStateLabels, Gauge>::default();
         registry.register(
@@ -247,6 +261,7 @@ impl Metrics {
             registry,
             tokens,
             tokens_by_alg,
+            test_tokens,
             keys_by_alg,
             jwks,
             http,
@@ -283,6 +298,25 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// Counts a token issued through `door`: a valid or expired one as
+    /// [`Self::token_issued`] does (the series stay as they were), any
+    /// defective one (`expired` included) by its defect.
+    pub fn issued(&self, door: Door, defect: Option<Defect>, alg: Algorithm) {
+        if let Some(defect) = defect {
+            self.test_tokens
+                .get_or_create(&TestTokenLabels {
+                    door: door.label(),
+                    defect: defect.name(),
+                })
+                .inc();
+        }
+        match defect {
+            None => self.token_issued(door, false, alg),
+            Some(Defect::Expired) => self.token_issued(door, true, alg),
+            Some(_) => {}
+        }
     }
 
     /// Counts a JWKS request answered through `door`.

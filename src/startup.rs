@@ -245,7 +245,14 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
         let burst = config.rate_burst.and_then(NonZeroU32::new).unwrap_or(rate);
         RateLimits::new(rate, burst)
     });
-    Ok(Access::new(config.expired_tokens, clients, rate_limits))
+    // One switch for every test token; `--expired-tokens` is its old name.
+    // Defects are off by default once callers must authenticate, but
+    // `expired=true` keeps the default it always had.
+    let allow_expired = config.test_tokens.unwrap_or(config.expired_tokens);
+    let allow_defects = config
+        .test_tokens
+        .unwrap_or(config.expired_tokens && clients.is_none());
+    Ok(Access::new(allow_expired, clients, rate_limits).with_defects(allow_defects))
 }
 
 /// Opens the store and starts the key service (creating first keys if needed).

@@ -67,5 +67,6 @@ pub fn typical_request() -> TokenRequest {
         audience: vec!["billing-api".to_owned()],
         lifetime_seconds: None,
         alg: None,
+        ..TokenRequest::default()
     }
 }

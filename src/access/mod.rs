@@ -32,6 +32,8 @@ pub use secret_checks::{CheckPermit, CheckRefused, SecretChecks};
 pub struct Access {
     /// Whether `expired=true` is honoured.
     pub allow_expired: bool,
+    /// Whether the other defective test tokens (`defect=NAME`) are issued.
+    pub allow_defects: bool,
     /// When set, issuing requires client credentials.
     pub clients: Option<Arc<ClientRegistry>>,
     /// When set, issuance is rate limited per client (or per address).
@@ -51,10 +53,21 @@ impl Access {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Self {
             allow_expired,
+            allow_defects: allow_expired,
             clients,
             rate_limits,
             secret_checks: SecretChecks::new(cores),
         }
+    }
+}
+
+impl Access {
+    /// The same bundle with the defective test tokens switched on or off
+    /// (`new` makes them follow `allow_expired`).
+    #[must_use]
+    pub fn with_defects(mut self, allow_defects: bool) -> Self {
+        self.allow_defects = allow_defects;
+        self
     }
 }
 

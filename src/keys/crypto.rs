@@ -381,6 +381,79 @@ impl SigningKey {
     }
 }
 
+/// Compact JWS with a header the caller writes (test tokens whose header is
+/// the defect: no `kid`, a `jwk` or `jku`, `crit`), and the public key as
+/// PEM (the algorithm-confusion secret). Still one encoder: every token goes
+/// through [`SigningKey::sign_with_header`] or [`compact_jws`].
+impl SigningKey {
+    /// Signs `claims` under `header` (a JSON object, encoded as given) with
+    /// this key: `base64url(header).base64url(claims).signature`.
+    ///
+    /// # Errors
+    /// [`CryptoError::Sign`] if the signature cannot be made.
+    pub fn sign_with_header_json(
+        &self,
+        header: &serde_json::Value,
+        claims_json: &[u8],
+    ) -> Result<String, CryptoError> {
+        self.sign_with_header(&B64.encode(header.to_string()), claims_json)
+    }
+
+    /// The public half as an RFC 7468 `-----BEGIN PUBLIC KEY-----` PEM of its
+    /// X.509 SubjectPublicKeyInfo DER, 64 base64 characters a line, with the
+    /// trailing newline (as `openssl pkey -pubout` writes it). RSA keys only:
+    /// `None` for the others.
+    pub fn public_key_pem(&self) -> Option<String> {
+        let Pair::Rsa { pair, .. } = &self.pair else {
+            return None;
+        };
+        let der = pair.public_key().as_der().ok()?;
+        let text = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in text.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).ok()?);
+            pem.push('\n');
+        }
+        pem.push_str("-----END PUBLIC KEY-----\n");
+        Some(pem)
+    }
+}
+
+/// `base64url(header).base64url(claims).base64url(signature)`: the compact
+/// JWS serialization (RFC 7515 §7.1) for a signature made elsewhere (an HMAC,
+/// none at all for an unsecured JWT, RFC 7519 §6). `signature` is handed the
+/// signing input.
+pub fn compact_jws(
+    header: &serde_json::Value,
+    claims_json: &[u8],
+    signature: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> String {
+    let mut token = B64.encode(header.to_string());
+    token.push('.');
+    B64.encode_string(claims_json, &mut token);
+    let signature = signature(token.as_bytes());
+    token.push('.');
+    B64.encode_string(signature, &mut token);
+    token
+}
+
+/// The token with one byte of its signature changed: the same header and
+/// claims, a signature that no longer verifies. A token without three
+/// segments comes back as it was.
+pub fn alter_signature(token: &str) -> String {
+    let Some((signing_input, signature)) = token.rsplit_once('.') else {
+        return token.to_owned();
+    };
+    let Ok(mut bytes) = B64.decode(signature) else {
+        return token.to_owned();
+    };
+    let middle = bytes.len() / 2;
+    if let Some(byte) = bytes.get_mut(middle) {
+        *byte ^= 0x5a;
+    }
+    format!("{signing_input}.{}", B64.encode(bytes))
+}
+
 /// `signature` (64 bytes for ES256 and EdDSA) copied to the front of `buf`.
 fn copy_into<'b>(buf: &'b mut [u8; 512], signature: &[u8]) -> &'b [u8] {
     let len = signature.len().min(buf.len());

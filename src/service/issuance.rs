@@ -9,8 +9,12 @@
 use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::KeyService;
+use super::{
+    KeyService,
+    defects::{Defect, TokenShape, TokenSpec},
+};
 use crate::{
     access::{AddressGroup, AuthFailure, Caller, CheckRefused, Client, ClientRegistry},
     error::{AuthProblem, Error},
@@ -39,6 +43,11 @@ pub struct TokenRequest {
     /// The algorithm to sign with, as the caller spelled it (`alg`, RFC 7518
     /// §3.1); the client's default, else the first configured, when absent.
     pub alg: Option<String>,
+    /// A defective test token by its catalogue name (`defect=NAME`); see
+    /// [`super::Defect`]. `expired` is the same as `defect=expired`.
+    pub defect: Option<String>,
+    /// Claims to add beside the registered ones (see `service::claims`).
+    pub claims: Map<String, Value>,
 }
 
 /// A signed token and what a caller needs to know about it.
@@ -56,6 +65,8 @@ pub struct IssuedToken {
     pub expires_at: Timestamp,
     /// Seconds from issue until `exp`; negative for an expired token.
     pub expires_in: i64,
+    /// The defect built in, for a test token.
+    pub defect: Option<Defect>,
 }
 
 impl IssuedToken {
@@ -76,9 +87,6 @@ struct Claims<'a> {
     sub: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<Audience<'a>>,
-    iat: i64,
-    nbf: i64,
-    exp: i64,
     jti: &'a str,
 }
 
@@ -100,10 +108,9 @@ impl KeyService {
     ) -> Result<IssuedToken, Error> {
         let lifetime = self.check_request(request)?;
         let asked_alg = self.requested_alg(request)?;
+        let defect =
+            self.requested_defect(request.defect.as_deref(), request.expired, TokenShape::Auth)?;
         let access = &self.inner.access;
-        if request.expired && !access.allow_expired {
-            return Err(Error::ExpiredTokensDisabled);
-        }
         let (subject, audience, limit_key, client_alg) = match &access.clients {
             None => {
                 let subject = request
@@ -133,7 +140,40 @@ impl KeyService {
             })?;
         }
         let alg = self.signing_alg(asked_alg, client_alg)?;
-        self.sign(alg, &subject, &audience, lifetime, request.expired, now)
+        let alg = self.defect_alg(defect, asked_alg, alg)?;
+        let jti = random_id().map_err(Error::internal)?;
+        let claims = Claims {
+            iss: &self.inner.issuer,
+            sub: &subject,
+            aud: match audience.as_slice() {
+                [] => None,
+                [one] => Some(Audience::One(one)),
+                many => Some(Audience::Many(many)),
+            },
+            jti: &jti,
+        };
+        let Value::Object(claims) = serde_json::to_value(&claims).map_err(Error::internal)? else {
+            return Err(Error::NoSigningKey);
+        };
+        let signed = self
+            .sign_claims(TokenSpec {
+                alg,
+                shape: TokenShape::Auth,
+                claims,
+                lifetime,
+                defect,
+                now,
+            })
+            .await?;
+        Ok(IssuedToken {
+            token: signed.token,
+            alg,
+            kid: signed.kid,
+            issued_at: signed.issued_at,
+            expires_at: signed.expires_at,
+            expires_in: signed.expires_at.unix() - now.unix(),
+            defect,
+        })
     }
 
     /// Which algorithm signs: the one the request names, else the client's
@@ -259,57 +299,6 @@ impl KeyService {
             .await
             .map_err(Error::internal)?
             .map_err(unauthenticated)
-    }
-
-    /// Builds the claims and signs them: the one signature per token.
-    fn sign(
-        &self,
-        alg: Algorithm,
-        subject: &str,
-        audience: &[String],
-        lifetime: Duration,
-        expired: bool,
-        now: Timestamp,
-    ) -> Result<IssuedToken, Error> {
-        let ring = self.inner.ring.load();
-        let (key, issued_at, expires_at) = if expired {
-            // The last token this key could have signed: it expired when the
-            // key retired, at least the retention period ago.
-            let key = ring
-                .expired_signer_for(alg, now)
-                .ok_or(Error::NoExpiredKey)?;
-            let expires_at = key.meta.retires_at.min(now);
-            (key, expires_at - lifetime, expires_at)
-        } else {
-            let key = ring.signer_for(alg, now).ok_or(Error::NoSigningKey)?;
-            (key, now, now + lifetime)
-        };
-
-        // A failing RNG is a fault, never a `jti` that repeats.
-        let jti = random_id().map_err(Error::internal)?;
-        let claims = Claims {
-            iss: &self.inner.issuer,
-            sub: subject,
-            aud: match audience {
-                [] => None,
-                [one] => Some(Audience::One(one)),
-                many => Some(Audience::Many(many)),
-            },
-            iat: issued_at.unix(),
-            nbf: issued_at.unix(),
-            exp: expires_at.unix(),
-            jti: &jti,
-        };
-        let claims_json = serde_json::to_vec(&claims).map_err(Error::internal)?;
-        let token = key.key.sign_jwt(&claims_json).map_err(Error::internal)?;
-        Ok(IssuedToken {
-            token,
-            alg,
-            kid: key.meta.kid.clone(),
-            issued_at,
-            expires_at,
-            expires_in: expires_at.unix() - now.unix(),
-        })
     }
 }
 

@@ -14,6 +14,7 @@
 //! state is one [`ArcSwap`] of an immutable [`KeyRing`]: the token and JWKS
 //! paths never lock and never touch the store.
 
+pub mod defects;
 mod health;
 mod issuance;
 mod lifecycle;
@@ -30,6 +31,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 pub use self::{
+    defects::{Defect, DefectInfo, TestTokenCatalogue, TokenShape},
     health::{Health, StoreHealth},
     issuance::{
         DEFAULT_SUBJECT, IssuedToken, MAX_AUDIENCES, MAX_CLAIM_LEN, TokenRequest, validate_request,
@@ -76,6 +78,8 @@ struct Inner {
     faults: Faults,
     /// Revoked access tokens this replica knows of (`oauth`).
     revoked: oauth::RevokedTokens,
+    /// Keys that sign the test tokens no verifier may trust (`defects`).
+    unpublished: defects::UnpublishedKeys,
 }
 
 impl KeyService {
@@ -102,6 +106,7 @@ impl KeyService {
                 unreadable: Mutex::new(HashMap::new()),
                 faults: Faults::default(),
                 revoked: oauth::RevokedTokens::default(),
+                unpublished: defects::UnpublishedKeys::default(),
             }),
         }
     }

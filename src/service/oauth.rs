@@ -13,7 +13,10 @@ use std::{collections::HashMap, fmt, time::Duration};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde_json::{Map, Value};
 
-use super::{KeyService, MAX_AUDIENCES, MAX_CLAIM_LEN};
+use super::{
+    KeyService, MAX_AUDIENCES, MAX_CLAIM_LEN,
+    defects::{Defect, TokenShape, TokenSpec},
+};
 use crate::{
     access::{AddressGroup, Caller, Client},
     error::Error,
@@ -131,9 +134,9 @@ impl From<Error> for OAuthError {
     fn from(err: Error) -> Self {
         let retry_after_secs = err.retry_after_secs();
         let code = match &err {
-            Error::InvalidRequest { .. } | Error::ExpiredTokensDisabled => {
-                OAuthErrorCode::InvalidRequest
-            }
+            Error::InvalidRequest { .. }
+            | Error::ExpiredTokensDisabled
+            | Error::TestTokensDisabled(_) => OAuthErrorCode::InvalidRequest,
             Error::ClientNotAuthenticated(_) => OAuthErrorCode::InvalidClient,
             Error::AudienceNotPermitted { .. } => OAuthErrorCode::InvalidTarget,
             Error::RateLimited { .. } => OAuthErrorCode::SlowDown,
@@ -228,6 +231,11 @@ pub struct GrantRequest {
     /// The algorithm to sign with (RFC 7518 `alg`); the client's default, else
     /// the server's first configured algorithm, when absent.
     pub alg: Option<String>,
+    /// A defective test access token by its catalogue name (see
+    /// [`super::Defect`]).
+    pub defect: Option<String>,
+    /// Claims to add beside the registered ones (see `service::claims`).
+    pub claims: Map<String, Value>,
 }
 
 /// An access token and what RFC 6749 section 5.1 tells the client about it.
@@ -243,6 +251,8 @@ pub struct AccessToken {
     pub expires_in: i64,
     /// The scopes granted, space-delimited; `None` when none were.
     pub scope: Option<String>,
+    /// The defect built in, for a test token.
+    pub defect: Option<Defect>,
 }
 
 impl AccessToken {
@@ -365,8 +375,10 @@ impl KeyService {
         let asked_scopes = parse_scope(request.scope.as_deref())?;
         let asked_audience = asked_audience(request)?;
         let asked_alg = self.named_alg(request.alg.as_deref())?;
+        let defect = self.requested_defect(request.defect.as_deref(), false, TokenShape::Access)?;
         let (client_id, client) = self.oauth_client(caller).await?;
         let alg = self.signing_alg(asked_alg, client.as_ref().and_then(|c| c.alg))?;
+        let alg = self.defect_alg(defect, asked_alg, alg)?;
         let grants = client.as_ref().map(|c| &c.grants);
         let scopes = match grants {
             None => asked_scopes,
@@ -384,7 +396,10 @@ impl KeyService {
         }
         let scope = (!scopes.is_empty()).then(|| scopes.join(" "));
         let extra = grants.map(|g| &g.claims);
-        self.sign_access_token(alg, &client_id, &audience, scope, extra, lifetime, now)
+        self.sign_access_token(
+            alg, &client_id, &audience, scope, extra, lifetime, defect, now,
+        )
+        .await
     }
 
     /// Who is calling an OAuth endpoint: its client id and, with a clients
@@ -432,9 +447,10 @@ impl KeyService {
         })
     }
 
-    /// Builds the RFC 9068 claims and signs them with the active key.
+    /// Builds the RFC 9068 claims and signs them with the active key (or
+    /// builds in the test token's `defect`).
     #[allow(clippy::too_many_arguments)]
-    fn sign_access_token(
+    async fn sign_access_token(
         &self,
         alg: Algorithm,
         client_id: &str,
@@ -442,12 +458,10 @@ impl KeyService {
         scope: Option<String>,
         extra: Option<&Map<String, Value>>,
         lifetime: Duration,
+        defect: Option<Defect>,
         now: Timestamp,
     ) -> Result<AccessToken, OAuthError> {
-        let ring = self.ring();
-        let key = ring.signer_for(alg, now).ok_or(Error::NoSigningKey)?;
         let jti = random_id().map_err(Error::internal)?;
-        let expires_at = now + lifetime;
         let mut claims = extra.cloned().unwrap_or_default();
         claims.insert("iss".into(), self.issuer().into());
         claims.insert("sub".into(), client_id.into());
@@ -458,25 +472,28 @@ impl KeyService {
                 many => Value::from(many.to_vec()),
             },
         );
-        claims.insert("exp".into(), expires_at.unix().into());
-        claims.insert("nbf".into(), now.unix().into());
-        claims.insert("iat".into(), now.unix().into());
         claims.insert("jti".into(), jti.into());
         claims.insert("client_id".into(), client_id.into());
         if let Some(scope) = &scope {
             claims.insert("scope".into(), scope.as_str().into());
         }
-        let json = serde_json::to_vec(&claims).map_err(Error::internal)?;
-        let access_token = key
-            .key
-            .sign_typed_jwt(ACCESS_TOKEN_TYP, &json)
-            .map_err(Error::internal)?;
+        let signed = self
+            .sign_claims(TokenSpec {
+                alg,
+                shape: TokenShape::Access,
+                claims,
+                lifetime,
+                defect,
+                now,
+            })
+            .await?;
         Ok(AccessToken {
-            access_token,
-            kid: key.meta.kid.clone(),
+            access_token: signed.token,
+            kid: signed.kid,
             alg,
-            expires_in: expires_at.unix() - now.unix(),
+            expires_in: signed.expires_at.unix() - now.unix(),
             scope,
+            defect,
         })
     }
 

@@ -154,8 +154,7 @@ impl KeyServiceRpc for GrpcKeyService {
             .issue_token(&token_request, &caller, Timestamp::now())
             .await
             .map_err(to_status)?;
-        self.metrics
-            .token_issued(Door::Grpc, token_request.expired, issued.alg);
+        self.metrics.issued(Door::Grpc, issued.defect, issued.alg);
         Ok(Response::new(issued.into()))
     }
 
@@ -273,6 +272,7 @@ impl From<IssueTokenRequest> for TokenRequest {
             audience: request.audience,
             lifetime_seconds: request.lifetime_seconds,
             alg: request.alg,
+            ..Self::default()
         }
     }
 }
@@ -305,6 +305,9 @@ fn to_status(err: Error) -> Status {
         Error::ExpiredTokensDisabled => format!(
             "{err}; start it with --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow them"
         ),
+        Error::TestTokensDisabled(_) => {
+            format!("{err}; start it with --test-tokens=true (JWKS_TEST_TOKENS=true) to allow them")
+        }
         _ => err.to_string(),
     };
     let (code, mut details) = match &err {
@@ -313,9 +316,9 @@ fn to_status(err: Error) -> Status {
             ErrorDetails::with_bad_request_violation(*field, reason.clone()),
         ),
         Error::ClientNotAuthenticated(_) => (Code::Unauthenticated, ErrorDetails::new()),
-        Error::ExpiredTokensDisabled | Error::AudienceNotPermitted { .. } => {
-            (Code::PermissionDenied, ErrorDetails::new())
-        }
+        Error::ExpiredTokensDisabled
+        | Error::TestTokensDisabled(_)
+        | Error::AudienceNotPermitted { .. } => (Code::PermissionDenied, ErrorDetails::new()),
         Error::RateLimited { .. } => (Code::ResourceExhausted, retry_info(&err)),
         Error::Busy => (Code::Unavailable, retry_info(&err)),
         Error::NoSigningKey | Error::NoExpiredKey => (Code::Unavailable, ErrorDetails::new()),

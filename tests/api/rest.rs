@@ -361,7 +361,8 @@ async fn root_health_and_connect_answer_as_documented() {
         assert_eq!(
             body["endpoints"],
             json!({"jwks": "/.well-known/jwks.json", "auth": "/auth",
-                   "auth_expired": "/auth?expired=true", "health": "/health",
+                   "auth_expired": "/auth?expired=true", "test_tokens": "/test-tokens",
+                   "health": "/health",
                    "token": "/oauth2/token", "introspection": "/oauth2/introspect",
                    "revocation": "/oauth2/revoke",
                    "oauth_authorization_server": "/.well-known/oauth-authorization-server",

@@ -33,7 +33,7 @@ pub(super) async fn token(
         .grant_client_credentials(&request, &caller, Timestamp::now())
         .await
         .map_err(to_status)?;
-    metrics.token_issued(Door::Grpc, false, issued.alg);
+    metrics.issued(Door::Grpc, issued.defect, issued.alg);
     Ok(Response::new(issued.into()))
 }
 
@@ -99,6 +99,7 @@ impl From<proto::TokenRequest> for GrantRequest {
                 .filter(|v| !v.is_empty())
                 .collect(),
             alg: present(request.alg),
+            ..Self::default()
         }
     }
 }

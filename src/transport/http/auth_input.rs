@@ -52,6 +52,9 @@ pub struct AuthBody {
     /// The algorithm to sign with (`RS256`, `PS256`, `ES256`, `EdDSA`), one
     /// the server runs. If the query also has `alg`, the two must agree.
     alg: Option<String>,
+    /// A defective test token by name (see `GET /test-tokens`). If the query
+    /// also has `defect`, the two must agree.
+    defect: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +175,7 @@ pub fn auth_request(
     refuse_body_members_in_query(query)?;
     let query_expired = query_expired(query)?;
     let query_alg = query_alg(query)?;
+    let query_defect = query_text(query, "defect")?;
     let mut fields = parse_body(headers, &body)?;
     let credentials = credentials(headers, &mut fields)?;
     let expired = match (query_expired, fields.expired) {
@@ -202,6 +206,21 @@ pub fn auth_request(
         }
         (in_query, in_body) => in_query.or(in_body),
     };
+    let defect = match (query_defect, fields.defect) {
+        (Some(in_query), Some(in_body)) if in_query != in_body => {
+            return Err(Error::invalid(
+                "defect",
+                format!(
+                    "the query says defect={} but the body says defect={}; send it in one \
+                     place, or the same value in both",
+                    truncate(&in_query, 64),
+                    truncate(&in_body, 64)
+                ),
+            )
+            .into());
+        }
+        (in_query, in_body) => in_query.or(in_body),
+    };
     let audience = one_of("audience", fields.audience, "aud", fields.aud)?;
     let lifetime_seconds = one_of(
         "lifetime_seconds",
@@ -215,6 +234,8 @@ pub fn auth_request(
         audience: audience.map(OneOrMany::into_vec).unwrap_or_default(),
         lifetime_seconds,
         alg,
+        defect,
+        claims: serde_json::Map::new(),
     };
     Ok((request, credentials))
 }
@@ -254,7 +275,7 @@ fn refuse_body_members_in_query(query: &str) -> Result<(), ApiError> {
     for (name, _) in form_urlencoded::parse(query.as_bytes()) {
         if let Some(member) = BODY_MEMBERS.iter().find(|member| **member == name) {
             return Err(ApiError::bad_request(format!(
-                "{member} was sent in the query string; only expired and alg belong there, \
+                "{member} was sent in the query string; only expired, alg and defect belong there, \
                  send {member} in a form or JSON body"
             )));
         }
@@ -298,20 +319,26 @@ fn query_expired(query: &str) -> Result<Option<bool>, Error> {
 
 /// The query's `alg`, if present: repeated only with the same value.
 fn query_alg(query: &str) -> Result<Option<String>, Error> {
-    let mut alg: Option<String> = None;
+    query_text(query, "alg")
+}
+
+/// The query's `field` (`alg`, `defect`), if present: repeated only with
+/// the same value.
+fn query_text(query: &str, field: &'static str) -> Result<Option<String>, Error> {
+    let mut found: Option<String> = None;
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if name != "alg" {
+        if name != field {
             continue;
         }
-        if alg.as_deref().is_some_and(|seen| seen != value) {
+        if found.as_deref().is_some_and(|seen| seen != value) {
             return Err(Error::invalid(
-                "alg",
+                field,
                 "given more than once with different values",
             ));
         }
-        alg = Some(value.into_owned());
+        found = Some(value.into_owned());
     }
-    Ok(alg)
+    Ok(found)
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -410,6 +437,7 @@ fn parse_form_body(body: &[u8]) -> Result<AuthBody, String> {
                 fields.client_secret = Some(SecretString::from(value.as_ref()));
             }
             "alg" => once(&mut fields.alg)?,
+            "defect" => once(&mut fields.defect)?,
             "audience" => audience.push(value.into_owned()),
             "aud" => aud.push(value.into_owned()),
             "lifetime_seconds" => seconds(&mut fields.lifetime_seconds)?,

@@ -63,6 +63,8 @@ pub struct Endpoints {
     pub jwks: String,
     pub auth: String,
     pub auth_expired: String,
+    /// The catalogue of defective test tokens (`GET /test-tokens`).
+    pub test_tokens: String,
     pub health: String,
     /// RFC 6749 token endpoint (client credentials).
     pub token: String,

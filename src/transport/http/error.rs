@@ -64,9 +64,9 @@ impl From<Error> for ApiError {
         let status = match &err {
             Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             Error::ClientNotAuthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::ExpiredTokensDisabled | Error::AudienceNotPermitted { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            Error::ExpiredTokensDisabled
+            | Error::TestTokensDisabled(_)
+            | Error::AudienceNotPermitted { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoSigningKey | Error::NoExpiredKey | Error::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -82,6 +82,9 @@ impl From<Error> for ApiError {
             Error::ExpiredTokensDisabled => format!(
                 "{err}; start it with --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow \
                  them"
+            ),
+            Error::TestTokensDisabled(_) => format!(
+                "{err}; start it with --test-tokens=true (JWKS_TEST_TOKENS=true) to allow them"
             ),
             Error::ClientNotAuthenticated(AuthProblem::Missing) => format!(
                 "{err}: HTTP Basic (client_id:client_secret), or form or JSON fields client_id \

@@ -262,6 +262,10 @@ pub struct TokenForm {
     resource: Option<Vec<String>>,
     /// The algorithm to sign with (RS256, PS256, ES256, EdDSA), one of `--algorithms`.
     alg: Option<String>,
+    /// A defective test access token by name (see `GET /test-tokens`), e.g. `wrong-typ`.
+    defect: Option<String>,
+    /// Claims to add, a JSON object (see `GET /test-tokens` and the README's claims section).
+    claims: Option<String>,
     /// `client_secret_post`, or a public client's bare id without --clients-file.
     client_id: Option<String>,
     /// `client_secret_post`.
@@ -309,6 +313,8 @@ pub(crate) async fn token(
         audience: form.take_all("audience"),
         resource: form.take_all("resource"),
         alg: form.take("alg"),
+        defect: form.take("defect"),
+        claims: serde_json::Map::new(),
     };
     let caller = Caller {
         credentials,
@@ -321,7 +327,7 @@ pub(crate) async fn token(
         .map_err(OAuthResponseError)?;
     state
         .metrics
-        .token_issued(crate::metrics::Door::Rest, false, issued.alg);
+        .issued(crate::metrics::Door::Rest, issued.defect, issued.alg);
     let body = AccessTokenBody {
         access_token: &issued.access_token,
         token_type: AccessToken::TOKEN_TYPE,

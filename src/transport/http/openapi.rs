@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 use super::{
     AuthBody,
     dto::ErrorBody,
-    handlers::{auth, discovery, jwks, operations, service},
+    handlers::{auth, discovery, jwks, operations, service, test_tokens},
     oauth::{self, AccessTokenBody, IntrospectionBody, OAuthErrorBody, TokenForm, TokenHintForm},
 };
 
@@ -26,6 +26,7 @@ use super::{
         service::connect,
         jwks::jwks,
         auth::auth,
+        test_tokens::test_tokens,
         discovery::openid_configuration,
         discovery::oauth_authorization_server,
         operations::prometheus_metrics,
@@ -41,7 +42,9 @@ use super::{
         OAuthErrorBody,
         IntrospectionBody,
         TokenForm,
-        TokenHintForm
+        TokenHintForm,
+        test_tokens::TestTokensBody,
+        test_tokens::DefectBody
     ))
 )]
 pub struct ApiDoc;

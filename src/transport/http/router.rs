@@ -16,7 +16,7 @@ use axum::{
 
 use super::{
     ApiError, MAX_BODY_BYTES, explain,
-    handlers::{auth, discovery, jwks, operations, service},
+    handlers::{auth, discovery, jwks, operations, service, test_tokens},
     metadata, oauth, observe,
 };
 use crate::{metrics::Metrics, service::KeyService};
@@ -61,6 +61,7 @@ pub fn router(
         )
         .route("/openapi.json", get(operations::openapi_json))
         .route("/auth", post(auth::auth))
+        .route("/test-tokens", get(test_tokens::test_tokens))
         .route("/metrics", get(operations::prometheus_metrics))
         .merge(oauth::routes())
         .fallback(not_found)
@@ -86,6 +87,7 @@ const ROUTES: &[&str] = &[
     "/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server",
     "/auth",
+    "/test-tokens",
     "/metrics",
     "/openapi.json",
     oauth::TOKEN_PATH,

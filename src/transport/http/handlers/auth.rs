@@ -29,6 +29,9 @@ use crate::{access::Caller, metrics::Door, service::IssuedToken, time::Timestamp
 #[utoipa::path(post, path = "/auth", tag = "tokens",
     params(("expired" = Option<String>, Query,
         description = "Present with no value, `true` or `1`: an expired token. `false`, `0` or absent: a valid one. \
+                       May be given in the body instead; given in both, the two must agree."),
+        ("defect" = Option<String>, Query,
+        description = "A defective test token by name (see GET /test-tokens), e.g. `alg-none`. \
                        May be given in the body instead; given in both, the two must agree.")),
     request_body(description = "Optional; JSON or form",
         content((AuthBody = "application/json"), (AuthBody = "application/x-www-form-urlencoded"))),
@@ -37,7 +40,7 @@ use crate::{access::Caller, metrics::Door, service::IssuedToken, time::Timestamp
             content((String = "text/plain"), (TokenResponse = "application/json"))),
         (status = 400, description = "A bad parameter or body, or conflicting input (a member twice, a name with its alias, query and body disagreeing, two Authorization or Content-Type headers, two credential methods); the detail names it", body = ErrorBody),
         (status = 401, description = "Client credentials required (with --clients-file)", body = ErrorBody),
-        (status = 403, description = "Expired tokens disabled, or an audience the client may not ask for", body = ErrorBody),
+        (status = 403, description = "Expired or other test tokens disabled, or an audience the client may not ask for", body = ErrorBody),
         (status = 429, description = "Rate limited (with --rate-limit), or too many client secret checks from this address (with --clients-file); see Retry-After", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "A body of an unsupported type", body = ErrorBody),
@@ -59,9 +62,7 @@ pub(crate) async fn auth(
         .service
         .issue_token(&request, &caller, Timestamp::now())
         .await?;
-    state
-        .metrics
-        .token_issued(Door::Rest, request.expired, issued.alg);
+    state.metrics.issued(Door::Rest, issued.defect, issued.alg);
     Ok(token_response(&headers, &issued))
 }
 

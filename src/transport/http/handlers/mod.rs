@@ -9,6 +9,7 @@ pub(super) mod discovery;
 pub(super) mod jwks;
 pub(super) mod operations;
 pub(super) mod service;
+pub(super) mod test_tokens;
 
 /// Whether the `Accept` header names `media_type` (parameters ignored).
 fn accepts(headers: &HeaderMap, media_type: &str) -> bool {

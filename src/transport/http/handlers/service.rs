@@ -95,6 +95,7 @@ pub(crate) async fn connect(State(state): State<AppState>) -> Json<ServiceDiscov
             jwks: "/.well-known/jwks.json".into(),
             auth: "/auth".into(),
             auth_expired: "/auth?expired=true".into(),
+            test_tokens: "/test-tokens".into(),
             health: "/health".into(),
             token: oauth::TOKEN_PATH.into(),
             introspection: oauth::INTROSPECT_PATH.into(),
