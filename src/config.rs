@@ -87,9 +87,14 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub token_endpoint: bool,
 
-    /// The client id for --token-endpoint on a server with --clients-file.
-    #[arg(long, env = "JWKS_PROBE_CLIENT_ID")]
-    pub client_id: Option<String>,
+    /// The client id for --token-endpoint (a server without --clients-file
+    /// takes any).
+    #[arg(
+        long,
+        env = "JWKS_PROBE_CLIENT_ID",
+        default_value = "jwks-server-probe"
+    )]
+    pub client_id: String,
 
     /// The client's secret (prefer the environment variable; flags show up
     /// in `ps`). Never printed.
