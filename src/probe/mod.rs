@@ -59,6 +59,9 @@ pub enum ProbeError {
 pub async fn main(args: &ProbeArgs) -> ExitCode {
     match run(args).await {
         Ok(report) => {
+            for note in report.notes() {
+                let _ = writeln!(std::io::stderr(), "jwks-server probe: note: {note}");
+            }
             let text = if args.json {
                 report.json()
             } else {
@@ -109,6 +112,14 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
     };
     let server = TokenServer::new(http.clone(), args, route)?;
     let catalogue = server.catalogue().await?;
+    let mut notes = Vec::new();
+    if catalogue.legacy {
+        notes.push(format!(
+            "{} has no GET /test-tokens (a release before the catalogue of defects): \
+             only `expired` is probed",
+            args.server
+        ));
+    }
     let defects = catalogue.select(&args.defects, route, &server)?;
 
     let mut rows = Vec::with_capacity(defects.len() + 1);
@@ -126,7 +137,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
             outcome: target.send(&http, &token).await,
         });
     }
-    Ok(Report::new(rows))
+    Ok(Report::new(rows).with_notes(notes))
 }
 
 /// The service under test: where and how each token is sent.

@@ -91,12 +91,27 @@ impl Row {
 #[derive(Clone, Debug)]
 pub struct Report {
     rows: Vec<Row>,
+    notes: Vec<String>,
 }
 
 impl Report {
     /// The rows, in the order they were sent.
     pub fn new(rows: Vec<Row>) -> Self {
-        Self { rows }
+        Self {
+            rows,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The same report with `notes`: what the person running the probe
+    /// should know about how it ran (printed on stderr, not in the results).
+    pub fn with_notes(self, notes: Vec<String>) -> Self {
+        Self { notes, ..self }
+    }
+
+    /// The notes.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The rows.

@@ -53,6 +53,10 @@ pub struct Catalogue {
     /// Every defect that applies to the server's configuration.
     #[serde(default)]
     pub defects: Vec<Defect>,
+    /// The server has no `/test-tokens` (a release before the catalogue):
+    /// `expired` is all it offers.
+    #[serde(skip)]
+    pub legacy: bool,
 }
 
 fn yes() -> bool {
@@ -181,12 +185,14 @@ impl TokenServer {
                     endpoints: Some(vec![Route::Auth.path().to_owned()]),
                     legacy_expired: true,
                 }],
+                legacy: true,
             });
         }
         if status == reqwest::StatusCode::FORBIDDEN {
             return Ok(Catalogue {
                 enabled: false,
                 defects: Vec::new(),
+                legacy: false,
             });
         }
         let body = response.text().await.unwrap_or_default();

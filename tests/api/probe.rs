@@ -102,6 +102,8 @@ struct Verifier {
     required: Option<(&'static str, &'static str)>,
     /// Answer this to every request (a verifier that is broken outright).
     always: Option<StatusCode>,
+    /// Never answer.
+    hang: bool,
     http: reqwest::Client,
 }
 
@@ -115,6 +117,7 @@ impl Verifier {
             header: None,
             required: None,
             always: None,
+            hang: false,
             http: reqwest::Client::new(),
         }
     }
@@ -231,6 +234,9 @@ impl Verifier {
 }
 
 async fn protected(State(verifier): State<Arc<Verifier>>, headers: HeaderMap) -> StatusCode {
+    if verifier.hang {
+        std::future::pending::<()>().await;
+    }
     if let Some(status) = verifier.always {
         return status;
     }
@@ -657,6 +663,83 @@ async fn a_service_that_fails_or_is_down_fails_the_probe_with_a_reason() {
         row["error"].as_str().unwrap().contains("cannot connect"),
         "{row}"
     );
+}
+
+#[tokio::test]
+async fn a_service_that_never_answers_fails_each_row_after_timeout() {
+    let app = spawn_app().await;
+    let mut verifier = Verifier::new(&app, Flaw::None);
+    verifier.hang = true;
+    let url = verifier.serve().await;
+
+    let (code, report) = probe_json(&[
+        &url,
+        "--server",
+        &app.http,
+        "--defects",
+        "expired",
+        "--timeout",
+        "1s",
+    ])
+    .await;
+
+    assert_eq!(code, 1, "{report}");
+    for row in report["results"].as_array().unwrap() {
+        assert_eq!(row["verdict"], "FAIL", "{row}");
+        assert!(
+            row["error"].as_str().unwrap().starts_with("timed out"),
+            "{row}"
+        );
+    }
+}
+
+/// A jwks-server from before the catalogue: no `/test-tokens`, and
+/// `expired=true` its one test token (here passed through to a real server).
+async fn serve_old_server(app: &TestApp) -> String {
+    use axum::{extract::RawQuery, routing::post};
+    let real = app.url("/auth");
+    let router = Router::new().route(
+        "/auth",
+        post(move |RawQuery(query): RawQuery, body: String| async move {
+            let url = match query {
+                Some(q) => format!("{real}?{q}"),
+                None => real,
+            };
+            let answer = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                StatusCode::from_u16(answer.status().as_u16()).unwrap(),
+                [("content-type", "application/json")],
+                answer.text().await.unwrap(),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, router).into_future());
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_server_without_the_catalogue_is_probed_with_expired_alone() {
+    let app = spawn_app().await;
+    let old = serve_old_server(&app).await;
+    let url = Verifier::new(&app, Flaw::None).serve().await;
+
+    let out = probe(&[&url, "--server", &old, "--audience", AUDIENCE, "--json"]).await;
+
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(names(&report), ["none", "expired"]);
+    assert_eq!(failed_defects(&report), BTreeSet::new());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no GET /test-tokens"), "{stderr}");
 }
 
 #[tokio::test]
