@@ -92,6 +92,8 @@ struct ClientEntry {
     max_lifetime_seconds: Option<u64>,
     #[serde(default)]
     claims: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    allowed_claims: Vec<String>,
     alg: Option<String>,
 }
 
@@ -181,6 +183,7 @@ impl ClientRegistry {
                 entry.max_lifetime_seconds,
                 entry.claims,
             )
+            .and_then(|grants| grants.with_allowed_claims(entry.allowed_claims))
             .map_err(|reason| invalid(format!("client {}: {reason}", entry.id)))?;
             let alg = entry
                 .alg

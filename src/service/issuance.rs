@@ -1,7 +1,8 @@
 //! Token issuance: what a caller may ask for ([`TokenRequest`] and its
 //! checks), who may ask (client authentication and rate limits, through the
-//! `Access` bundle), which algorithm signs, the claims, and the one signature
-//! per token.
+//! `Access` bundle), which algorithm signs, and the claims of `/auth` tokens.
+//! The header, times and the one signature per token (and any test-token
+//! defect) are `defects`'s `sign_claims`, shared with the token endpoint.
 //!
 //! Which key signs is the key ring's decision (see `lifecycle`); how a request
 //! arrives and how errors are shown to callers are the transports'.
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::{
     KeyService,
+    claims::{check_custom_claims, claims_for},
     defects::{Defect, TokenShape, TokenSpec},
 };
 use crate::{
@@ -46,7 +48,7 @@ pub struct TokenRequest {
     /// A defective test token by its catalogue name (`defect=NAME`); see
     /// [`super::Defect`]. `expired` is the same as `defect=expired`.
     pub defect: Option<String>,
-    /// Claims to add beside the registered ones (see `service::claims`).
+    /// Claims to add beside the registered ones (see [`super::claims`]).
     pub claims: Map<String, Value>,
 }
 
@@ -111,7 +113,7 @@ impl KeyService {
         let defect =
             self.requested_defect(request.defect.as_deref(), request.expired, TokenShape::Auth)?;
         let access = &self.inner.access;
-        let (subject, audience, limit_key, client_alg) = match &access.clients {
+        let (subject, audience, limit_key, client) = match &access.clients {
             None => {
                 let subject = request
                     .subject
@@ -125,10 +127,16 @@ impl KeyService {
             Some(registry) => {
                 let client = self.authenticate(registry, caller).await?;
                 let audience = permitted_audience(&client, &request.audience)?;
-                let alg = client.alg;
-                (client.id.clone(), audience, Some(client.id.clone()), alg)
+                (
+                    client.id.clone(),
+                    audience,
+                    Some(client.id.clone()),
+                    Some(client),
+                )
             }
         };
+        let client_alg = client.as_ref().and_then(|c| c.alg);
+        let extra = claims_for(client.as_ref(), &request.claims)?;
         if let (Some(limits), Some(key)) = (&access.rate_limits, limit_key) {
             limits.check(&key).map_err(|retry_after| {
                 let err = Error::RateLimited {
@@ -152,9 +160,12 @@ impl KeyService {
             },
             jti: &jti,
         };
-        let Value::Object(claims) = serde_json::to_value(&claims).map_err(Error::internal)? else {
+        let Value::Object(registered) = serde_json::to_value(&claims).map_err(Error::internal)?
+        else {
             return Err(Error::NoSigningKey);
         };
+        let mut claims = extra;
+        claims.extend(registered);
         let signed = self
             .sign_claims(TokenSpec {
                 alg,
@@ -400,6 +411,7 @@ pub fn validate_request(request: &TokenRequest, policy: &Policy) -> Result<Durat
     if let Some(subject) = &request.subject {
         check_claim("subject", subject)?;
     }
+    check_custom_claims(&request.claims)?;
     if request.audience.len() > MAX_AUDIENCES {
         return Err(Error::invalid(
             "audience",

@@ -6,7 +6,10 @@
 //! - [`issuance`]: token requests, their checks, claims and the signature;
 //! - [`lifecycle`]: starting, rotating, reloading and unsealing keys;
 //! - [`refresher`]: the supervised background loop that keeps doing it;
-//! - [`health`]: whether the store answers and what `/health` reports.
+//! - [`health`]: whether the store answers and what `/health` reports;
+//! - [`defects`]: the catalogue of test tokens, and the one place every token
+//!   is assembled and signed;
+//! - [`claims`]: the custom claims a request may add, and their bounds.
 //!
 //! REST and gRPC hold no key or token logic; they translate to a
 //! [`TokenRequest`] and back and call the same methods here. Every method that
@@ -14,6 +17,7 @@
 //! state is one [`ArcSwap`] of an immutable [`KeyRing`]: the token and JWKS
 //! paths never lock and never touch the store.
 
+pub mod claims;
 pub mod defects;
 mod health;
 mod issuance;

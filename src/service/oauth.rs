@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{
     KeyService, MAX_AUDIENCES, MAX_CLAIM_LEN,
+    claims::{check_custom_claims, claims_for},
     defects::{Defect, TokenShape, TokenSpec},
 };
 use crate::{
@@ -168,6 +169,9 @@ pub struct ClientGrants {
     pub max_lifetime: Option<Duration>,
     /// Static extra claims every token of its carries (roles, a tenant…).
     pub claims: Map<String, Value>,
+    /// The custom claim names its requests may add (`allowed_claims`; see
+    /// `service::claims`). Empty: none.
+    pub allowed_claims: Vec<String>,
 }
 
 impl ClientGrants {
@@ -213,7 +217,26 @@ impl ClientGrants {
             default_audience,
             max_lifetime,
             claims,
+            allowed_claims: Vec::new(),
         })
+    }
+
+    /// The same grants, letting requests add the claims `names` lists.
+    ///
+    /// # Errors
+    ///
+    /// A registered claim among `names` (no request may set those).
+    pub fn with_allowed_claims(mut self, names: Vec<String>) -> Result<Self, String> {
+        if let Some(reserved) = names
+            .iter()
+            .find(|name| RESERVED_CLAIMS.contains(&name.as_str()))
+        {
+            return Err(format!(
+                "allowed_claims: {reserved:?} is a registered claim the server sets itself"
+            ));
+        }
+        self.allowed_claims = names;
+        Ok(self)
     }
 }
 
@@ -234,7 +257,7 @@ pub struct GrantRequest {
     /// A defective test access token by its catalogue name (see
     /// [`super::Defect`]).
     pub defect: Option<String>,
-    /// Claims to add beside the registered ones (see `service::claims`).
+    /// Claims to add beside the registered ones (see [`super::claims`]).
     pub claims: Map<String, Value>,
 }
 
@@ -375,6 +398,7 @@ impl KeyService {
         let asked_scopes = parse_scope(request.scope.as_deref())?;
         let asked_audience = asked_audience(request)?;
         let asked_alg = self.named_alg(request.alg.as_deref())?;
+        check_custom_claims(&request.claims)?;
         let defect = self.requested_defect(request.defect.as_deref(), false, TokenShape::Access)?;
         let (client_id, client) = self.oauth_client(caller).await?;
         let alg = self.signing_alg(asked_alg, client.as_ref().and_then(|c| c.alg))?;
@@ -395,9 +419,16 @@ impl KeyService {
             lifetime = lifetime.min(max);
         }
         let scope = (!scopes.is_empty()).then(|| scopes.join(" "));
-        let extra = grants.map(|g| &g.claims);
+        let extra = claims_for(client.as_ref(), &request.claims)?;
         self.sign_access_token(
-            alg, &client_id, &audience, scope, extra, lifetime, defect, now,
+            alg,
+            &client_id,
+            &audience,
+            scope,
+            Some(&extra),
+            lifetime,
+            defect,
+            now,
         )
         .await
     }

@@ -29,6 +29,7 @@ use crate::{
 mod oauth;
 mod observe;
 mod serve;
+mod test_tokens;
 
 pub use serve::serve;
 
@@ -148,7 +149,13 @@ impl KeyServiceRpc for GrpcKeyService {
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
         let caller = caller(&request)?;
-        let token_request = TokenRequest::from(request.into_inner());
+        let mut message = request.into_inner();
+        let claims = test_tokens::requested_claims_status(
+            message.claims.take(),
+            message.claims_json.take(),
+        )?;
+        let mut token_request = TokenRequest::from(message);
+        token_request.claims = claims;
         let issued = self
             .service
             .issue_token(&token_request, &caller, Timestamp::now())
@@ -177,6 +184,13 @@ impl KeyServiceRpc for GrpcKeyService {
         request: Request<proto::RevokeRequest>,
     ) -> Result<Response<proto::RevokeResponse>, Status> {
         oauth::revoke(&self.service, request).await
+    }
+
+    async fn list_test_tokens(
+        &self,
+        _request: Request<proto::ListTestTokensRequest>,
+    ) -> Result<Response<proto::ListTestTokensResponse>, Status> {
+        Ok(test_tokens::list(&self.service))
     }
 }
 
@@ -272,6 +286,7 @@ impl From<IssueTokenRequest> for TokenRequest {
             audience: request.audience,
             lifetime_seconds: request.lifetime_seconds,
             alg: request.alg,
+            defect: request.defect.filter(|d| !d.is_empty()),
             ..Self::default()
         }
     }

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod algorithms;
+mod claims;
 mod connections;
+mod defects;
 mod etag;
 mod faults;
 mod grpc_details;

@@ -28,7 +28,12 @@ pub(super) async fn token(
     request: Request<proto::TokenRequest>,
 ) -> Result<Response<proto::TokenResponse>, Status> {
     let caller = oauth_caller(&request)?;
-    let request = GrantRequest::from(request.into_inner());
+    let mut message = request.into_inner();
+    let claims =
+        super::test_tokens::requested_claims(message.claims.take(), message.claims_json.take())
+            .map_err(|err| to_status(OAuthError::from(err)))?;
+    let mut request = GrantRequest::from(message);
+    request.claims = claims;
     let issued = service
         .grant_client_credentials(&request, &caller, Timestamp::now())
         .await
@@ -99,6 +104,7 @@ impl From<proto::TokenRequest> for GrantRequest {
                 .filter(|v| !v.is_empty())
                 .collect(),
             alg: present(request.alg),
+            defect: present(request.defect),
             ..Self::default()
         }
     }

@@ -55,6 +55,10 @@ pub struct AuthBody {
     /// A defective test token by name (see `GET /test-tokens`). If the query
     /// also has `defect`, the two must agree.
     defect: Option<String>,
+    /// Claims to add beside the registered ones, a JSON object (in a form,
+    /// a field holding the object as JSON text): at most 32, 4096 bytes.
+    #[schema(value_type = Option<Object>)]
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +79,8 @@ impl OneOrMany {
 
 /// Members the body defines: in the query string they are refused rather
 /// than ignored (and a secret in a URL ends up in access logs).
-const BODY_MEMBERS: [&str; 7] = [
+const BODY_MEMBERS: [&str; 8] = [
+    "claims",
     "username",
     "audience",
     "aud",
@@ -235,7 +240,7 @@ pub fn auth_request(
         lifetime_seconds,
         alg,
         defect,
-        claims: serde_json::Map::new(),
+        claims: fields.claims.unwrap_or_default(),
     };
     Ok((request, credentials))
 }
@@ -438,6 +443,16 @@ fn parse_form_body(body: &[u8]) -> Result<AuthBody, String> {
             }
             "alg" => once(&mut fields.alg)?,
             "defect" => once(&mut fields.defect)?,
+            "claims" => {
+                if fields.claims.is_some() {
+                    return Err(
+                        "claims is given more than once in the form body; send it once".into(),
+                    );
+                }
+                let claims = crate::service::claims::parse_claims_json(&value)
+                    .map_err(|err| err.to_string())?;
+                fields.claims = Some(claims);
+            }
             "audience" => audience.push(value.into_owned()),
             "aud" => aud.push(value.into_owned()),
             "lifetime_seconds" => seconds(&mut fields.lifetime_seconds)?,

@@ -314,7 +314,11 @@ pub(crate) async fn token(
         resource: form.take_all("resource"),
         alg: form.take("alg"),
         defect: form.take("defect"),
-        claims: serde_json::Map::new(),
+        claims: match form.take("claims") {
+            Some(text) => crate::service::claims::parse_claims_json(&text)
+                .map_err(|err| OAuthResponseError(err.into()))?,
+            None => serde_json::Map::new(),
+        },
     };
     let caller = Caller {
         credentials,
