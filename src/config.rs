@@ -59,6 +59,7 @@ pub enum Command {
 
 /// `jwks-server probe`: where the tokens come from and how they are sent.
 #[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Probe options")]
 pub struct ProbeArgs {
     /// The protected URL of the service under test; each token is sent to it
     /// in a GET request.
@@ -722,6 +723,39 @@ mod tests {
             panic!("expected keys remove");
         };
         assert_eq!((kid.as_str(), force), ("-qX1_kid", false));
+    }
+
+    #[test]
+    fn probe_options_parse_and_its_client_secret_does_not_print() {
+        let cli = Cli::try_parse_from([
+            "jwks-server",
+            "probe",
+            "http://127.0.0.1:3000/api",
+            "--defects",
+            "expired,alg-none",
+            "--extra-header",
+            "X-A: 1",
+            "--extra-header",
+            "X-B: 2",
+            "--client-secret",
+            "c2VjcmV0",
+            "--alg",
+            "ES256",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("c2VjcmV0"));
+        let Some(Command::Probe(args)) = cli.command else {
+            panic!("expected probe");
+        };
+        assert_eq!(args.url, "http://127.0.0.1:3000/api");
+        assert_eq!(args.server, "http://localhost:8080");
+        assert_eq!(args.defects, ["expired", "alg-none"]);
+        assert_eq!(args.extra_headers, ["X-A: 1", "X-B: 2"]);
+        assert_eq!(args.alg, Some(Algorithm::Es256));
+        assert_eq!(args.timeout, Duration::from_secs(10));
+        assert_eq!(args.client_id, "jwks-server-probe");
+        let err = Cli::try_parse_from(["jwks-server", "probe"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

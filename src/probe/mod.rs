@@ -128,6 +128,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
         defect: "none".to_owned(),
         expected: Expected::Accepted,
         outcome: target.send(&http, &valid).await,
+        weakness: None,
     });
     for defect in defects {
         let token = server.token(Some(&defect)).await?;
@@ -135,6 +136,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
             defect: defect.name,
             expected: Expected::Refused,
             outcome: target.send(&http, &token).await,
+            weakness: defect.weakness,
         });
     }
     Ok(Report::new(rows).with_notes(notes))

@@ -45,6 +45,8 @@ pub struct Row {
     pub expected: Expected,
     /// What the service did.
     pub outcome: Outcome,
+    /// What accepting it says of the verifier (the catalogue's `weakness`).
+    pub weakness: Option<String>,
 }
 
 impl Row {
@@ -63,9 +65,12 @@ impl Row {
             return None;
         }
         Some(match &self.outcome {
-            Outcome::Status(200..=299) => {
-                "accepted: a correct verifier refuses this token".to_owned()
-            }
+            Outcome::Status(200..=299) => match &self.weakness {
+                Some(weakness) => {
+                    format!("accepted: a correct verifier refuses this token; {weakness}")
+                }
+                None => "accepted: a correct verifier refuses this token".to_owned(),
+            },
             Outcome::Status(401 | 403) => {
                 "refused: a correct verifier accepts this token".to_owned()
             }
@@ -209,6 +214,7 @@ mod tests {
             defect: defect.to_owned(),
             expected,
             outcome,
+            weakness: (defect == "bad-signature").then(|| "CWE-347".to_owned()),
         }
     }
 
@@ -250,7 +256,10 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines[0], "defect         expected  status  verdict");
         assert_eq!(lines[1], "none           accepted  200     pass");
-        assert!(lines[2].starts_with("bad-signature  refused   200     FAIL  (accepted"));
+        assert_eq!(
+            lines[2],
+            "bad-signature  refused   200     FAIL  (accepted: a correct verifier refuses this token; CWE-347)"
+        );
         assert!(lines[3].contains("FAIL  (server error 500"));
         assert_eq!(lines[4], "expired        refused   401     pass");
         assert_eq!(lines[5], "2 passed, 2 failed");

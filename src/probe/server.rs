@@ -39,6 +39,9 @@ pub struct Defect {
     /// The routes that make it; absent: every route.
     #[serde(default)]
     pub endpoints: Option<Vec<String>>,
+    /// The weakness a verifier that accepts it has (a CWE, an advisory).
+    #[serde(default)]
+    pub weakness: Option<String>,
     /// Set only for the pre-catalogue `expired=true`.
     #[serde(skip)]
     legacy_expired: bool,
@@ -183,6 +186,7 @@ impl TokenServer {
                 defects: vec![Defect {
                     name: "expired".to_owned(),
                     endpoints: Some(vec![Route::Auth.path().to_owned()]),
+                    weakness: None,
                     legacy_expired: true,
                 }],
                 legacy: true,
