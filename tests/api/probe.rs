@@ -93,6 +93,7 @@ impl Flaw {
 struct Verifier {
     jwks_url: String,
     issuer: String,
+    audience: &'static str,
     flaw: Flaw,
     /// RFC 9068 access tokens: `typ` must be `at+jwt`.
     access_tokens: bool,
@@ -112,6 +113,7 @@ impl Verifier {
         Self {
             jwks_url: app.url("/.well-known/jwks.json"),
             issuer: app.config.issuer.clone(),
+            audience: AUDIENCE,
             flaw,
             access_tokens: false,
             header: None,
@@ -204,7 +206,7 @@ impl Verifier {
         if self.flaw == Flaw::NoAudienceCheck {
             validation.validate_aud = false;
         } else {
-            validation.set_audience(&[AUDIENCE]);
+            validation.set_audience(&[self.audience]);
             required.push("aud");
         }
         if self.flaw != Flaw::NoExpRequired {
@@ -225,8 +227,8 @@ impl Verifier {
             return Err("iss".into());
         }
         let aud_ok = match &claims["aud"] {
-            Value::String(aud) => aud == AUDIENCE,
-            Value::Array(auds) => auds.iter().any(|a| a == AUDIENCE),
+            Value::String(aud) => aud == self.audience,
+            Value::Array(auds) => auds.iter().any(|a| a == self.audience),
             _ => false,
         };
         if aud_ok { Ok(()) } else { Err("aud".into()) }
@@ -800,24 +802,39 @@ async fn usage_errors_exit_2_with_a_message_and_no_results() {
 }
 
 #[tokio::test]
-async fn the_client_secret_is_sent_but_never_printed() {
-    let app = spawn_app().await;
+async fn a_registered_clients_secret_is_sent_with_basic_but_never_printed() {
+    let app = crate::oauth::spawn_app_with_clients(|c| c.test_tokens = Some(true)).await;
     let mut verifier = Verifier::new(&app, Flaw::None);
     verifier.access_tokens = true;
+    verifier.audience = "https://api.example/";
     let url = verifier.serve().await;
-    let secret = "s3cret-do-not-print";
-    for json in [false, true] {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"))
+    let offered = catalogue(&app, "/oauth2/token").await;
+    let run = |secret: &'static str, json: bool| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"))
             .args(["probe", &url, "--server", &app.http, "--token-endpoint"])
-            .args(["--client-id", "probe", "--audience", AUDIENCE])
+            .args(["--client-id", "svc", "--audience", "https://api.example/"])
             .args(json.then_some("--json"))
             .env_clear()
             .env("JWKS_PROBE_CLIENT_SECRET", secret)
             .output()
-            .await
-            .unwrap();
+    };
+    for json in [false, true] {
+        let out = run(crate::oauth::ODD_SECRET, json).await.unwrap();
         let all = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
         assert_eq!(out.status.code(), Some(0), "{all}");
-        assert!(!all.contains(secret), "{all}");
+        assert!(!all.contains(crate::oauth::ODD_SECRET), "{all}");
+        let summary = if json {
+            format!("\"passed\":{}", offered.len() + 1)
+        } else {
+            format!("{} passed, 0 failed", offered.len() + 1)
+        };
+        assert!(all.contains(&summary), "{all}");
     }
+
+    let out = run("not-the-secret", false).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+    assert!(out.stdout.is_empty());
 }
