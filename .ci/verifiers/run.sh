@@ -56,6 +56,13 @@ fi
 echo "ok - probe: the server's catalogue offers $("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["defects"]))' "$WORK/catalogue.json") defects"
 
 # ---- the verifiers -------------------------------------------------------------
+# PyJWT before 2.12 accepted unknown `crit` extensions (CVE-2026-32597): the
+# correct verifier relies on PyJWT refusing them, so a venv kept from an older
+# run is upgraded first.
+if ! "$PY" -c 'import sys, jwt; sys.exit(tuple(map(int, jwt.__version__.split(".")[:2])) < (2, 12))' 2>/dev/null; then
+    timeout 300 "$PY" -m pip install --disable-pip-version-check --quiet "PyJWT[crypto]>=2.12,<3" >"$WORK/pip.log" 2>&1 ||
+        sed 's/^/    /' "$WORK/pip.log" | tail -n 5
+fi
 LIBS=(pyjwt)
 if [[ -n $NODE_DIR && -f $NODE_DIR/node_modules/jose/package.json ]]; then
     cp "$HERE/jose_verifier.mjs" "$NODE_DIR/jose_verifier.mjs" # beside node_modules: `import 'jose'` resolves
