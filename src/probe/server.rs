@@ -3,14 +3,33 @@
 //! `POST /auth` or, with `--token-endpoint`, from `POST /oauth2/token`
 //! (RFC 6749 §4.4 client credentials grant, RFC 9068 access tokens).
 //!
-//! A server from before the catalogue (no `/test-tokens`) still offers its
-//! one test token, `expired` (`expired=true` on `/auth`).
+//! A token request the server rate-limits (429) is asked again after its
+//! `Retry-After`. A server from before the catalogue (no `/test-tokens`)
+//! still offers its one test token, `expired` (`expired=true` on `/auth`).
+
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::ProbeError;
 use crate::config::{ProbeArgs, Secret};
+
+/// How many times a token is asked for while the server answers 429.
+const MAX_ATTEMPTS: u32 = 5;
+/// The longest `Retry-After` the probe waits for (a longer one is cut).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// A 429's `Retry-After` in seconds (RFC 9110 §10.2.3), at most
+/// [`MAX_RETRY_AFTER`]; one second when it is absent or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .clamp(Duration::from_millis(100), MAX_RETRY_AFTER)
+}
 
 /// Where the tokens come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,29 +270,38 @@ impl TokenServer {
             })
     }
 
-    /// One request for a token; its status and body.
+    /// One request for a token; its status and body. A 429 (`--rate-limit`
+    /// on the server) is retried after its `Retry-After`, a few times.
     async fn ask(
         &self,
         defect: Option<&Defect>,
         with_alg: bool,
     ) -> Result<(reqwest::StatusCode, String), ProbeError> {
         let alg = self.alg.as_deref().filter(|_| with_alg);
-        let request = match self.route {
-            Route::Auth => self.auth_request(defect, alg),
-            Route::TokenEndpoint => self.token_endpoint_request(defect, alg),
-        };
-        let response = request
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                let what = defect.map_or("a valid token".to_owned(), |d| {
-                    format!("the {:?} token", d.name)
-                });
-                self.error(format!("{what}: {}", super::describe(&e)))
-            })?;
-        let status = response.status();
-        Ok((status, response.text().await.unwrap_or_default()))
+        let mut attempts = 0;
+        loop {
+            let request = match self.route {
+                Route::Auth => self.auth_request(defect, alg),
+                Route::TokenEndpoint => self.token_endpoint_request(defect, alg),
+            };
+            let response = request
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(|e| {
+                    let what = defect.map_or("a valid token".to_owned(), |d| {
+                        format!("the {:?} token", d.name)
+                    });
+                    self.error(format!("{what}: {}", super::describe(&e)))
+                })?;
+            let status = response.status();
+            attempts += 1;
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS && attempts < MAX_ATTEMPTS {
+                tokio::time::sleep(retry_after(response.headers())).await;
+                continue;
+            }
+            return Ok((status, response.text().await.unwrap_or_default()));
+        }
     }
 
     /// `POST /auth?defect=…` (or `?expired=true`), with `alg` and `aud` in

@@ -745,6 +745,24 @@ async fn a_server_without_the_catalogue_is_probed_with_expired_alone() {
 }
 
 #[tokio::test]
+async fn a_rate_limited_server_is_asked_again_after_retry_after() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit = 20;
+        c.rate_burst = Some(4);
+    })
+    .await;
+    let url = Verifier::new(&app, Flaw::None).serve().await;
+    let offered = catalogue(&app, "/auth").await;
+    assert!(offered.len() + 1 > 4, "more tokens than the burst");
+
+    let (code, report) = probe_json(&[&url, "--server", &app.http, "--audience", AUDIENCE]).await;
+
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(names(&report).len(), offered.len() + 1);
+    assert_eq!(failed_defects(&report), BTreeSet::new());
+}
+
+#[tokio::test]
 async fn usage_errors_exit_2_with_a_message_and_no_results() {
     let app = spawn_app().await;
     let off = spawn_app_with(|c| c.expired_tokens = false).await;
