@@ -1,6 +1,7 @@
 //! `jwks-server probe URL`: tests a verifier from the outside. It asks a
 //! running jwks-server (over its public REST API only, so a remote
-//! deployment works as well as a local one) for a valid token and for every
+//! deployment works as well as a local one; plain http, this build's client
+//! has no TLS) for a valid token and for every
 //! defective token of its catalogue (`GET /test-tokens`), sends each to the
 //! service's protected URL and compares what the service did with what a
 //! correct verifier does: accept the valid token, refuse every defect.
