@@ -497,17 +497,21 @@ impl KeyService {
         } = spec;
         let ring = self.ring();
         let active = || ring.signer_for(alg, now).ok_or(Error::NoSigningKey);
-        let (issued_at, expires_at) = match defect {
-            Some(Defect::Expired) => {
+        let expired_key = match defect {
+            Some(Defect::Expired) => Some(
+                ring.expired_signer_for(alg, now)
+                    .ok_or(Error::NoExpiredKey)?,
+            ),
+            _ => None,
+        };
+        let (issued_at, expires_at) = match (defect, expired_key) {
+            (_, Some(key)) => {
                 // The last token this key could have signed: it expired when
                 // the key retired, at least the retention period ago.
-                let key = ring
-                    .expired_signer_for(alg, now)
-                    .ok_or(Error::NoExpiredKey)?;
                 let expires_at = key.meta.retires_at.min(now);
                 (expires_at - lifetime, expires_at)
             }
-            Some(Defect::NotYetValid) => {
+            (Some(Defect::NotYetValid), None) => {
                 let issued_at = now + NOT_YET_VALID_BY;
                 (issued_at, issued_at + lifetime)
             }
@@ -542,12 +546,10 @@ impl KeyService {
         };
         match defect {
             Some(Defect::Expired) => {
-                let key = ring
-                    .expired_signer_for(alg, now)
-                    .ok_or(Error::NoExpiredKey)?;
+                let key = expired_key.ok_or(Error::NoExpiredKey)?;
                 let token = key
                     .key
-                    .sign_with_header_json(&header(alg.as_str(), &key.meta.kid), &json)
+                    .sign_typed_jwt(typ, &json)
                     .map_err(Error::internal)?;
                 Ok(signed(token, &key.meta.kid))
             }
@@ -642,5 +644,47 @@ impl KeyService {
                 Ok(signed(token, &key.meta.kid))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_are_unique_and_case_sensitive() {
+        let mut names: Vec<&str> = Defect::ALL.iter().map(|d| d.name()).collect();
+        for defect in Defect::ALL {
+            assert_eq!(Defect::from_name(defect.name()), Some(defect));
+        }
+        assert_eq!(Defect::from_name("ALG-NONE"), None);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Defect::ALL.len());
+    }
+
+    #[test]
+    fn every_defect_names_its_weakness_and_only_wrong_typ_is_access_only() {
+        for defect in Defect::ALL {
+            let info = defect.info();
+            assert!(
+                info.weakness.contains("CWE-") || info.weakness.contains("RFC"),
+                "{info:?}"
+            );
+            assert!(defect.offered_for(TokenShape::Access), "{info:?}");
+            assert_eq!(
+                defect.offered_for(TokenShape::Auth),
+                defect != Defect::WrongTyp,
+                "{info:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_altered_signature_differs_in_its_signature_only() {
+        let token = "aGVhZGVy.Y2xhaW1z.AAECAwQF";
+        let altered = alter_signature(token);
+        assert_ne!(altered, token);
+        assert!(altered.starts_with("aGVhZGVy.Y2xhaW1z."));
     }
 }

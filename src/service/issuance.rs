@@ -9,7 +9,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
@@ -76,22 +75,6 @@ impl IssuedToken {
     pub const TOKEN_TYPE: &'static str = "Bearer";
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Audience<'a> {
-    One(&'a str),
-    Many(&'a [String]),
-}
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<Audience<'a>>,
-    jti: &'a str,
-}
-
 impl KeyService {
     /// Issues a token for `caller`: validation, access checks (client
     /// authentication and rate limits, when configured), claims, and one
@@ -150,22 +133,21 @@ impl KeyService {
         let alg = self.signing_alg(asked_alg, client_alg)?;
         let alg = self.defect_alg(defect, asked_alg, alg)?;
         let jti = random_id().map_err(Error::internal)?;
-        let claims = Claims {
-            iss: &self.inner.issuer,
-            sub: &subject,
-            aud: match audience.as_slice() {
-                [] => None,
-                [one] => Some(Audience::One(one)),
-                many => Some(Audience::Many(many)),
-            },
-            jti: &jti,
-        };
-        let Value::Object(registered) = serde_json::to_value(&claims).map_err(Error::internal)?
-        else {
-            return Err(Error::NoSigningKey);
-        };
+        // The registered claims (RFC 7519 §4.1) beside the added ones, which
+        // may not name them (`claims`); the times are `sign_claims`'s.
         let mut claims = extra;
-        claims.extend(registered);
+        claims.insert("iss".into(), self.inner.issuer.as_str().into());
+        claims.insert("sub".into(), subject.into());
+        match audience.as_slice() {
+            [] => {}
+            [one] => {
+                claims.insert("aud".into(), one.as_str().into());
+            }
+            many => {
+                claims.insert("aud".into(), many.into());
+            }
+        }
+        claims.insert("jti".into(), jti.into());
         let signed = self
             .sign_claims(TokenSpec {
                 alg,
