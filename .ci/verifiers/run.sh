@@ -24,8 +24,13 @@ MODES=(correct no-signature-check hs256-public-key no-audience-check no-exp-requ
 PIDS=()
 trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done' EXIT
 
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# N free loopback ports at once (so they differ), as interop.sh picks them.
+free_ports() {
+    "$PY" -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))' "$1"
 }
 
 # Waits (10 s at most) until $1 answers HTTP at all (a verifier: 401).
@@ -39,7 +44,7 @@ answers_within_10s() {
 }
 
 # ---- the server -----------------------------------------------------------------
-read -r HTTP_PORT GRPC_PORT < <(echo "$(free_port) $(free_port)")
+read -r HTTP_PORT GRPC_PORT < <(free_ports 2)
 BASE=http://127.0.0.1:$HTTP_PORT
 (
     while read -r var; do [[ $var == JWKS_* ]] && unset "$var"; done < <(compgen -e)
@@ -89,7 +94,7 @@ fi
 # start_verifier LIB MODE [access-tokens]: its URL in VERIFIER_URL, or fails.
 start_verifier() {
     local lib=$1 mode=$2 access=${3:-} port
-    port=$(free_port)
+    port=$(free_ports 1)
     case $lib in
     pyjwt) exec "$PY" "$HERE/pyjwt_verifier.py" --port "$port" --jwks "$BASE/.well-known/jwks.json" \
         --issuer "$BASE" --audience "$AUDIENCE" --mode "$mode" ${access:+--access-tokens} ;;
