@@ -116,6 +116,11 @@ pub struct ProbeArgs {
     #[arg(long, env = "JWKS_PROBE_DEFECTS", value_delimiter = ',')]
     pub defects: Vec<String>,
 
+    /// A PEM file of CA certificates to trust for https URLs (the server's
+    /// or the service's), besides the system's.
+    #[arg(long, env = "JWKS_PROBE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
     /// How long each request (to the server or to URL) may take (1s to 1h).
     #[arg(long, env = "JWKS_PROBE_TIMEOUT", default_value = "10s", value_parser = bounds::request_timeout)]
     pub timeout: Duration,

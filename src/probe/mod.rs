@@ -1,7 +1,7 @@
 //! `jwks-server probe URL`: tests a verifier from the outside. It asks a
 //! running jwks-server (over its public REST API only, so a remote
-//! deployment works as well as a local one; plain http, this build's client
-//! has no TLS) for a valid token and for every
+//! deployment works as well as a local one, over http or https) for a
+//! valid token and for every
 //! defective token of its catalogue (`GET /test-tokens`), sends each to the
 //! service's protected URL and compares what the service did with what a
 //! correct verifier does: accept the valid token, refuse every defect.
@@ -98,11 +98,17 @@ pub async fn main(args: &ProbeArgs) -> ExitCode {
 /// reached or does not make a token, or `--defects` names one it does not
 /// offer for the route.
 pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
-    let http = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(args.timeout)
         // A redirect (to a login page, say) is the service's answer, not
         // something to follow: it is neither an acceptance nor a refusal.
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &args.ca_cert {
+        for cert in ca_certificates(path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let http = builder
         .build()
         .map_err(|e| ProbeError::Usage(format!("cannot build an HTTP client: {e}")))?;
     let target = Target::new(args)?;
@@ -212,16 +218,24 @@ fn extra_header(line: &str) -> Result<(HeaderName, HeaderValue), ProbeError> {
     Ok((name, value))
 }
 
-/// An `http://` URL (this build's client speaks no TLS).
+/// An `http://` or `https://` URL.
 fn http_url(text: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
     match url.scheme() {
-        "http" => Ok(url),
-        "https" => Err("https is not supported by this build's client; \
-                        probe over http (for example through a port-forward)"
-            .to_owned()),
-        other => Err(format!("scheme {other:?} is not http")),
+        "http" | "https" => Ok(url),
+        other => Err(format!("scheme {other:?} is neither http nor https")),
     }
+}
+
+/// `--ca-cert FILE`: every certificate of a PEM bundle.
+fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ProbeError> {
+    let bad = |detail: String| ProbeError::Usage(format!("--ca-cert {}: {detail}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in it".to_owned()));
+    }
+    Ok(certs)
 }
 
 /// A request error in a few words: the kind, then the innermost cause
@@ -255,9 +269,9 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_probed() {
+    fn only_http_and_https_urls_are_probed() {
         assert!(http_url("http://127.0.0.1:1/api").is_ok());
-        assert!(http_url("https://example.com/").is_err());
+        assert!(http_url("https://example.com/").is_ok());
         assert!(http_url("ftp://example.com/").is_err());
         assert!(http_url("not a url").is_err());
     }

@@ -762,6 +762,97 @@ async fn a_rate_limited_server_is_asked_again_after_retry_after() {
     assert_eq!(failed_defects(&report), BTreeSet::new());
 }
 
+/// Runs the openssl CLI (the test's TLS tooling) in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("this test needs the openssl command-line tool");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+#[tokio::test]
+async fn https_services_are_probed_with_the_ca_given() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let app = spawn_app().await;
+    // A CA, and a certificate it signs for 127.0.0.1.
+    let dir = tempfile::tempdir().unwrap();
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let run = |line: String| {
+        openssl(dir.path(), &line.split_whitespace().collect::<Vec<_>>());
+    };
+    run(format!(
+        "req -x509 {key} -keyout ca.key -out ca.pem -subj /CN=probe-test-ca -days 1"
+    ));
+    run(format!(
+        "req {key} -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1"
+    ));
+    std::fs::write(
+        dir.path().join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem \
+         -days 1 -extfile leaf.ext"
+            .to_owned(),
+    );
+    // `openssl s_server -www` answers every GET with 200: a service that
+    // accepts anything, over TLS.
+    let mut server = tokio::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            "127.0.0.1:0",
+            "-cert",
+            "leaf.pem",
+            "-key",
+            "leaf.key",
+        ])
+        .args(["-www"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("ACCEPT ") {
+                return addr.rsplit(':').next().unwrap().to_owned();
+            }
+        }
+        panic!("openssl s_server exited before listening");
+    })
+    .await
+    .expect("openssl s_server listens within 10 s");
+    // Keep reading what it prints, so its pipe never fills.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = format!("https://127.0.0.1:{port}/protected");
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let base = [url.as_str(), "--server", &app.http, "--defects", "alg-none"];
+
+    let (code, report) = probe_json(&[&base[..], &["--ca-cert", ca]].concat()).await;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["results"][0]["status"], 200, "{report}");
+    assert_eq!(report["results"][1]["status"], 200, "{report}");
+    assert_eq!(
+        failed_defects(&report),
+        BTreeSet::from(["alg-none".to_owned()])
+    );
+
+    // Without the CA the certificate is not trusted: no answer, every row fails.
+    let (code, report) = probe_json(&base).await;
+    assert_eq!(code, 1, "{report}");
+    let error = report["results"][0]["error"].as_str().unwrap();
+    assert!(error.to_lowercase().contains("certificate"), "{report}");
+    drop(server);
+}
+
 #[tokio::test]
 async fn usage_errors_exit_2_with_a_message_and_no_results() {
     let app = spawn_app().await;
@@ -797,8 +888,18 @@ async fn usage_errors_exit_2_with_a_message_and_no_results() {
             "--extra-header",
         ),
         (
-            vec!["https://example.test/", "--server", &app.http],
-            "https",
+            vec!["ftp://example.test/", "--server", &app.http],
+            "neither http nor https",
+        ),
+        (
+            vec![
+                url.as_str(),
+                "--server",
+                &app.http,
+                "--ca-cert",
+                "/nonexistent.pem",
+            ],
+            "--ca-cert /nonexistent.pem",
         ),
         (vec![url.as_str(), "--server", &off.http], "switched off"),
         (
