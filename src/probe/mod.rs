@@ -98,19 +98,8 @@ pub async fn main(args: &ProbeArgs) -> ExitCode {
 /// reached or does not make a token, or `--defects` names one it does not
 /// offer for the route.
 pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(args.timeout)
-        // A redirect (to a login page, say) is the service's answer, not
-        // something to follow: it is neither an acceptance nor a refusal.
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = &args.ca_cert {
-        for cert in ca_certificates(path)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    let http = builder
-        .build()
-        .map_err(|e| ProbeError::Usage(format!("cannot build an HTTP client: {e}")))?;
+    let mut notes = Vec::new();
+    let http = http_client(args, &mut notes)?;
     let target = Target::new(args)?;
     let route = if args.token_endpoint {
         Route::TokenEndpoint
@@ -119,7 +108,6 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
     };
     let server = TokenServer::new(http.clone(), args, route)?;
     let catalogue = server.catalogue().await?;
-    let mut notes = Vec::new();
     if catalogue.legacy {
         notes.push(format!(
             "{} has no GET /test-tokens (a release before the catalogue of defects): \
@@ -147,6 +135,47 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, ProbeError> {
         });
     }
     Ok(Report::new(rows).with_notes(notes))
+}
+
+/// The one client for both URLs. A machine without CA certificates (a slim
+/// container) still probes http URLs, with a note that https needs
+/// `--ca-cert`.
+fn http_client(args: &ProbeArgs, notes: &mut Vec<String>) -> Result<reqwest::Client, ProbeError> {
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(args.timeout)
+            // A redirect (to a login page, say) is the service's answer, not
+            // something to follow: it is neither an acceptance nor a refusal.
+            .redirect(reqwest::redirect::Policy::none())
+    };
+    let failed = |e: reqwest::Error| {
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        ProbeError::Usage(format!("cannot build an HTTP client: {cause}"))
+    };
+    if let Some(path) = &args.ca_cert {
+        let mut with_ca = builder();
+        for cert in ca_certificates(path)? {
+            with_ca = with_ca.add_root_certificate(cert);
+        }
+        return with_ca.build().map_err(failed);
+    }
+    match builder().build() {
+        Ok(client) => Ok(client),
+        Err(system_roots) => {
+            let client = builder()
+                .tls_certs_only(Vec::new())
+                .build()
+                .map_err(failed)?;
+            notes.push(format!(
+                "https URLs will fail: {} (give --ca-cert FILE)",
+                failed(system_roots)
+            ));
+            Ok(client)
+        }
+    }
 }
 
 /// The service under test: where and how each token is sent.

@@ -318,11 +318,17 @@ fn rsa_public_key_pems(jwks: &Value) -> Vec<String> {
 
 /// Runs `jwks-server probe ARGS` with no `JWKS_*` variable of ours leaking in.
 async fn probe(args: &[&str]) -> Output {
+    probe_with_env(args, &[]).await
+}
+
+/// [`probe`] with `env` set.
+async fn probe_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"))
         .arg("probe")
         .args(args)
         .env_clear()
         .envs(crate::helpers::passthrough_env())
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -850,6 +856,40 @@ async fn https_services_are_probed_with_the_ca_given() {
     assert_eq!(code, 1, "{report}");
     let error = report["results"][0]["error"].as_str().unwrap();
     assert!(error.to_lowercase().contains("certificate"), "{report}");
+
+    // A machine without system CA certificates (rustls-native-certs reads
+    // these two variables): --ca-cert still works, and http URLs work with a
+    // note that https ones need it.
+    let empty = tempfile::tempdir().unwrap();
+    let none = empty.path().join("none.pem");
+    let no_roots = [
+        ("SSL_CERT_FILE", none.to_str().unwrap()),
+        ("SSL_CERT_DIR", empty.path().to_str().unwrap()),
+    ];
+    let out = probe_with_env(
+        &[&base[..], &["--ca-cert", ca, "--json"]].concat(),
+        &no_roots,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let plain = Verifier::new(&app, Flaw::None).serve().await;
+    let out = probe_with_env(
+        &[
+            &plain,
+            "--server",
+            &app.http,
+            "--defects",
+            "alg-none",
+            "--audience",
+            AUDIENCE,
+        ],
+        &no_roots,
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("https URLs will fail"), "{stderr}");
+    assert!(stderr.contains("--ca-cert"), "{stderr}");
     drop(server);
 }
 
