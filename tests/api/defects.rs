@@ -677,3 +677,61 @@ async fn test_tokens_are_counted_by_defect() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn defect_comes_in_the_query_the_form_or_the_json_body_and_two_places_must_agree() {
+    let app = spawn_app_with(|_| {}).await;
+    let json_body = app
+        .post("/auth")
+        .json(&json!({"defect": "no-kid"}))
+        .response()
+        .await;
+    assert_eq!(json_body.status(), 200);
+    assert!(
+        jwt_header(&json_body.text().await.unwrap())
+            .get("kid")
+            .is_none()
+    );
+
+    let form_body = app
+        .post("/auth")
+        .form(&[("defect", "alg-none")])
+        .response()
+        .await;
+    assert_eq!(form_body.status(), 200);
+    assert_eq!(jwt_header(&form_body.text().await.unwrap())["alg"], "none");
+
+    let agreeing = app
+        .post("/auth?defect=alg-none")
+        .json(&json!({"defect": "alg-none"}))
+        .response()
+        .await;
+    assert_eq!(agreeing.status(), 200);
+
+    let (status, body) = json_of(
+        app.post("/auth?defect=alg-none")
+            .json(&json!({"defect": "no-kid"}))
+            .response()
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"].as_str().unwrap().contains("defect"),
+        "{body}"
+    );
+
+    let json_answer = app
+        .post("/auth?defect=no-kid")
+        .header(header::ACCEPT, "application/json")
+        .response()
+        .await;
+    let (status, body) = json_of(json_answer).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["token"], body["access_token"]);
+    assert!(
+        jwt_header(body["token"].as_str().unwrap())
+            .get("kid")
+            .is_none()
+    );
+}
