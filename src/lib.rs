@@ -31,6 +31,8 @@
 //! - [`telemetry`]: structured logs.
 //! - [`time`]: [`time::Timestamp`], time passed in as an argument.
 //! - [`admin`]: the operator subcommands.
+//! - [`probe`]: `jwks-server probe`, which tests a service's verifier with
+//!   the catalogue of defective tokens of a running server.
 //! - [`text`]: which caller-supplied text may become a claim or a client id.
 //! - [`faults`]: background faults (failing rotations, a dead refresher) health reports.
 //! - [`telemetry`]: logs that drop lines rather than fail; [`process`]: no core dumps.
@@ -43,6 +45,7 @@ pub mod error;
 pub mod faults;
 pub mod keys;
 pub mod metrics;
+pub mod probe;
 pub mod process;
 pub mod service;
 pub mod startup;

@@ -10,7 +10,7 @@ use clap::Parser;
 use jwks_server::{
     admin,
     config::{Cli, Command},
-    process,
+    probe, process,
     startup::{Application, StartupError},
     telemetry,
 };
@@ -34,6 +34,11 @@ async fn main() -> ExitCode {
         let _ = writeln!(std::io::stderr(), "error: {}", StartupError::from(err));
         return ExitCode::from(2);
     }
+    // The probe is a client with its own exit statuses (0 as expected, 1 the
+    // verifier failed, 2 it could not run) and its own output: no log lines.
+    if let Some(Command::Probe(args)) = &cli.command {
+        return probe::main(args).await;
+    }
     telemetry::init(cli.config.log_format);
     let result = match &cli.command {
         None | Some(Command::Serve) => match Application::build(cli.config.clone()).await {
@@ -46,6 +51,7 @@ async fn main() -> ExitCode {
         Some(Command::HashSecret) => {
             admin::hash_secret_from_stdin().map(|out| print_out(format_args!("{out}\n")))
         }
+        Some(Command::Probe(_)) => Ok(false), // ran above
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ mod oauth;
 mod oauth_grpc;
 mod operator;
 mod ops;
+mod probe;
 mod replicas;
 mod reporting;
 mod rest;
