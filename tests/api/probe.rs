@@ -896,7 +896,7 @@ async fn https_services_are_probed_with_the_ca_given() {
 #[tokio::test]
 async fn usage_errors_exit_2_with_a_message_and_no_results() {
     let app = spawn_app().await;
-    let off = spawn_app_with(|c| c.expired_tokens = false).await;
+    let off = spawn_app_with(|c| c.expired_tokens = Some(false)).await;
     let url = Verifier::new(&app, Flaw::None).serve().await;
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
