@@ -54,6 +54,10 @@ pub fn check_visible(text: &str) -> Result<(), HiddenChar> {
 
 /// Whether `ch` is in the refused class (see the module docs).
 pub fn is_hidden(ch: char) -> bool {
+    // ASCII, nearly all the text there is: only the controls (Cc) are hidden.
+    if ch.is_ascii() {
+        return ch.is_ascii_control();
+    }
     matches!(
         ch.general_category(),
         GeneralCategory::Control
@@ -170,6 +174,14 @@ mod tests {
                 "U+{:04X}",
                 u32::from(ch)
             );
+        }
+    }
+
+    #[test]
+    fn the_ascii_shortcut_agrees_with_the_general_categories() {
+        for ch in '\0'..='\u{7F}' {
+            let by_category = matches!(ch.general_category(), GeneralCategory::Control);
+            assert_eq!(is_hidden(ch), by_category, "U+{:04X}", u32::from(ch));
         }
     }
 
