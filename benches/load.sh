@@ -47,6 +47,14 @@
 #                against POST /auth and openssl's rsa2048 verify rate
 #   PROFILE=release     dev: reuse the debug build, to check the script quickly
 #                (its numbers mean nothing)
+#   AWAKE=1      hold /dev/cpu_dma_latency at 0 for the whole run (as tuned's
+#                latency-performance profile does), so no core halts between
+#                requests. On a VM a halted core takes a VM exit to wake: a
+#                load generator that sleeps while waiting for a slow server
+#                charges that wake-up to the server's sendto (perf: 25% of the
+#                server's CPU for ES256 on this VM, ~12 us a request), which
+#                nginx, fast enough to keep wrk busy, never pays. 0: leave the
+#                cores as they are (the table says which); needs root otherwise
 #
 # Needs: cargo, wrk, nginx, openssl, curl, taskset (util-linux), pgrep (procps),
 # ss (iproute2); the missing ones but cargo are installed with apt-get. Everything listens on
@@ -78,6 +86,7 @@ WAIT_BUDGET=${WAIT_BUDGET:-900}
 ALGORITHMS=${ALGORITHMS:-RS256,PS256,ES256,EdDSA}
 OPENSSL_SECONDS=${OPENSSL_SECONDS:-5}
 PROFILE=${PROFILE:-release}
+AWAKE=${AWAKE:-1}
 export WRK_STRICT
 
 # The targets of issues #7, #12 and #13.
@@ -144,10 +153,12 @@ port_free() {
 WORK=""
 SERVER_PID=""
 NGINX_PID=""
+AWAKE_PID=""
 
 cleanup() {
     stop_server
     stop_nginx
+    [ -z "$AWAKE_PID" ] || stop_pid "$AWAKE_PID" TERM
     if [ -n "$WORK" ]; then
         if [ "$KEEP_WORK" = 1 ]; then
             echo "load.sh: kept $WORK" >&2
@@ -557,6 +568,20 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/jwks-load.XXXXXX")
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Cores that never halt (AWAKE=1): the PM QoS request lasts while the file is
+# held open, so a sleeping holder keeps it until cleanup stops it.
+CORES="as the machine leaves them"
+if [ "$AWAKE" = 1 ]; then
+    if [ -w /dev/cpu_dma_latency ]; then
+        perl -e 'open(my $f, ">", "/dev/cpu_dma_latency") or die; syswrite($f, pack("l", 0)) or die; sleep' &
+        AWAKE_PID=$!
+        CORES="awake (/dev/cpu_dma_latency held at 0)"
+    else
+        say "AWAKE=1 needs /dev/cpu_dma_latency writable (root); cores left as they are"
+    fi
+fi
+say "cores: $CORES"
+
 # The machine should be idle: anything else running steals from the server.
 say "machine busy before the runs: $(machine_busy)% of one core ($(nproc) cores)"
 
@@ -684,7 +709,7 @@ for kind in rsa2048 rsa3072 rsa4096 ecdsap256 ed25519; do
 done
 echo
 echo "jwks-server load test: ${DURATION} s runs, median of ${REPEATS}, ${CONNECTIONS} connections;" \
-    "server on cpu ${SERVER_CPU}, load generator on cpu ${LOAD_CPU} (unless marked 2 cores)"
+    "server on cpu ${SERVER_CPU}, load generator on cpu ${LOAD_CPU} (unless marked 2 cores); cores ${CORES}"
 echo "limits on this machine: nginx, 1 worker, the same JWKS as a static file: ${NGINX_RPS:-(not run)} req/s;" \
     "openssl speed, signs/s on one core, and the combined limit 1 / (1/sign + 1/nginx):"
 for kind in rsa2048 rsa3072 rsa4096 ecdsap256 ed25519; do
