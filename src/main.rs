@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    process::prefer_small_pages();
     let cli = Cli::parse();
     // Settings that break a rule between them are a usage error, like a bad
     // flag: one line, exit 2, before anything is logged or opened.

@@ -31,3 +31,18 @@ pub fn forbid_core_dumps() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Asks the kernel for ordinary 4 KiB pages only (`PR_SET_THP_DISABLE`). The
+/// allocator (mimalloc, built without its own huge-page advice) reserves its
+/// arenas in 2 MiB-aligned regions, and where transparent huge pages are on
+/// for every mapping, the first touch of one maps a whole huge page: 11 MB of
+/// resident memory for a server whose heap is 2-3 MB (measured: peak RSS
+/// 27.6 MB with huge pages, 16.0 MB without, the same ES256 load). Best
+/// effort: a kernel without the call leaves the pages as they were.
+pub fn prefer_small_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
