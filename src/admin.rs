@@ -7,7 +7,7 @@ use std::{collections::HashMap, fmt::Write as _, sync::Arc};
 
 use crate::{
     config::{Config, KeysCommand},
-    keys::{Algorithm, KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
+    keys::{Algorithm, Backend, KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
     service::{Unopenable, open_stored},
     startup::{StartupError, load_keks, open_existing_store, start_service_on_existing_store},
     store::{KeyStore, RemoveOutcome, StoreError},
@@ -103,7 +103,8 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
             let sealing = keks.sealing_id().to_owned();
             let count = store
                 .reseal(&|key| {
-                    if key.sealed.kek_id == sealing {
+                    // Token-held keys have nothing sealed to re-seal.
+                    if key.sealed.kek_id == sealing || key.backend != Backend::Software {
                         return Ok(None);
                     }
                     let mut der = keks.open(&key.meta.kid, &key.sealed)?;

@@ -301,7 +301,7 @@ impl KeyService {
             jti: &jti,
         };
         let claims_json = serde_json::to_vec(&claims).map_err(Error::internal)?;
-        let token = key.key.sign_jwt(&claims_json).map_err(Error::internal)?;
+        let token = key.key.sign_jwt(&claims_json).map_err(Error::from)?;
         Ok(IssuedToken {
             token,
             alg,

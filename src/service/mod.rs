@@ -6,7 +6,8 @@
 //! - [`issuance`]: token requests, their checks, claims and the signature;
 //! - [`lifecycle`]: starting, rotating, reloading and unsealing keys;
 //! - [`refresher`]: the supervised background loop that keeps doing it;
-//! - [`health`]: whether the store answers and what `/health` reports.
+//! - [`health`]: whether the store answers and what `/health` reports;
+//! - [`token`]: whether the PKCS#11 token holding keys (if any) answers.
 //!
 //! REST and gRPC hold no key or token logic; they translate to a
 //! [`TokenRequest`] and back and call the same methods here. Every method that
@@ -21,6 +22,7 @@ pub mod oauth;
 mod refresher;
 #[cfg(test)]
 mod tests;
+mod token;
 
 use std::{
     collections::HashMap,
@@ -36,7 +38,7 @@ pub use self::{
     },
     lifecycle::{
         KeyFault, KeyStatus, PublishedKeyUnreadable, StartError, Unopenable, UnreadableKey,
-        open_stored,
+        open_key, open_stored,
     },
     oauth::{
         AccessToken, ActiveToken, ClientGrants, GrantRequest, Introspection, OAuthError,
@@ -76,6 +78,8 @@ struct Inner {
     faults: Faults,
     /// Revoked access tokens this replica knows of (`oauth`).
     revoked: oauth::RevokedTokens,
+    /// The PKCS#11 token new keys are generated in, if one is configured.
+    token: Option<Arc<crate::keys::pkcs11::Token>>,
 }
 
 impl KeyService {
@@ -102,6 +106,7 @@ impl KeyService {
                 unreadable: Mutex::new(HashMap::new()),
                 faults: Faults::default(),
                 revoked: oauth::RevokedTokens::default(),
+                token: None,
             }),
         }
     }

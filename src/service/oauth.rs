@@ -140,6 +140,10 @@ impl From<Error> for OAuthError {
             Error::Busy | Error::NoSigningKey | Error::NoExpiredKey => {
                 OAuthErrorCode::TemporarilyUnavailable
             }
+            Error::SignerUnavailable(_) => {
+                tracing::warn!(error = %err.chain(), "oauth request refused: signing key unavailable");
+                OAuthErrorCode::TemporarilyUnavailable
+            }
             Error::Internal(_) => {
                 tracing::error!(error = %err.chain(), "oauth request failed");
                 OAuthErrorCode::ServerError
@@ -470,7 +474,7 @@ impl KeyService {
         let access_token = key
             .key
             .sign_typed_jwt(ACCESS_TOKEN_TYP, &json)
-            .map_err(Error::internal)?;
+            .map_err(Error::from)?;
         Ok(AccessToken {
             access_token,
             kid: key.meta.kid.clone(),
