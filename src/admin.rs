@@ -47,6 +47,7 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                 match load_keks(config, &keys) {
                     Ok(keks) => Readability::Checked(
                         keys.iter()
+                            .filter(|k| k.backend == Backend::Software)
                             .filter_map(|k| {
                                 open_stored(&keks, k)
                                     .err()
@@ -57,8 +58,15 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     Err(err) => Readability::Unchecked(err.to_string()),
                 }
             };
+            let held: HashMap<String, String> = keys
+                .iter()
+                .filter_map(|k| match &k.backend {
+                    Backend::Pkcs11 { token } => Some((k.meta.kid.clone(), token.clone())),
+                    Backend::Software => None,
+                })
+                .collect();
             let metas: Vec<KeyMeta> = keys.into_iter().map(|k| k.meta).collect();
-            Ok(render_table(&metas, &readability, now))
+            Ok(render_table(&metas, &readability, &held, now))
         }
         KeysCommand::Rotate { alg } => {
             if let Some(alg) = alg.filter(|alg| !config.algorithms.0.contains(alg)) {
@@ -80,6 +88,15 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     key.alg, key.kid, key.generation, key.activates_at
                 );
             }
+            let held: HashMap<String, String> = service
+                .ring()
+                .keys()
+                .iter()
+                .filter_map(|k| {
+                    let token = k.key.token()?;
+                    Some((k.meta.kid.clone(), token.identity().to_owned()))
+                })
+                .collect();
             let mut metas: Vec<KeyMeta> = service
                 .key_statuses(now)
                 .into_iter()
@@ -93,7 +110,7 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     .map(|k| (k.meta.kid, k.reason))
                     .collect(),
             );
-            out.push_str(&render_table(&metas, &readability, now));
+            out.push_str(&render_table(&metas, &readability, &held, now));
             Ok(out)
         }
         KeysCommand::Reseal => {
@@ -191,7 +208,14 @@ pub fn hash_secret_from_stdin() -> Result<String, StartupError> {
     Ok(crate::access::hash_secret(secret)?)
 }
 
-fn render_table(keys: &[KeyMeta], readability: &Readability, now: Timestamp) -> String {
+/// The keys as a table; the last column says whether each private half
+/// opens, or (`held`: kid -> token) which PKCS#11 token holds it.
+fn render_table(
+    keys: &[KeyMeta],
+    readability: &Readability,
+    held: &HashMap<String, String>,
+    now: Timestamp,
+) -> String {
     let mut sorted: Vec<&KeyMeta> = keys.iter().collect();
     sorted.sort_by(|a, b| a.alg.cmp(&b.alg).then(KeyMeta::newest_first(a, b)));
     let mut out = format!(
@@ -207,12 +231,13 @@ fn render_table(keys: &[KeyMeta], readability: &Readability, now: Timestamp) -> 
         "PRIVATE KEY"
     );
     for key in sorted {
-        let private = match readability {
-            Readability::Checked(unreadable) => match unreadable.get(&key.kid) {
+        let private = match (held.get(&key.kid), readability) {
+            (Some(token), _) => format!("pkcs11: in token {token}"),
+            (None, Readability::Checked(unreadable)) => match unreadable.get(&key.kid) {
                 Some(reason) => format!("unreadable: {reason}"),
                 None => "ok".to_owned(),
             },
-            Readability::Unchecked(_) => "not checked".to_owned(),
+            (None, Readability::Unchecked(_)) => "not checked".to_owned(),
         };
         let _ = writeln!(
             out,

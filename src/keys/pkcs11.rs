@@ -47,6 +47,10 @@ const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x0
 /// DER of Ed25519's OID (1.3.101.112, RFC 8410), the `CKA_EC_PARAMS` of EdDSA keys.
 const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
+/// How often opening the token tries to log in when the token answers with
+/// a transient error.
+const LOGIN_TRIES: u64 = 5;
+
 /// Which token of the module holds the keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenSelector {
@@ -342,9 +346,22 @@ impl Token {
             pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
             live: Mutex::new(Live::default()),
         };
-        let mut live = token.lock();
-        token.login(&mut live, slot)?;
-        drop(live);
+        // Another process logging in to the same token at the same instant
+        // (replicas starting together on a shared SoftHSM2 token directory)
+        // can make a login fail once: a few tries before giving up.
+        let mut tries = 1;
+        loop {
+            let mut live = token.lock();
+            match token.login(&mut live, slot) {
+                Ok(()) => break,
+                Err(err) if err.is_unavailable() && tries < LOGIN_TRIES => {
+                    drop(live);
+                    std::thread::sleep(Duration::from_millis(100 * tries));
+                    tries += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
         Ok(Arc::new(token))
     }
 

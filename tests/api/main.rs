@@ -17,6 +17,7 @@ mod oauth;
 mod oauth_grpc;
 mod operator;
 mod ops;
+mod pkcs11;
 mod replicas;
 mod reporting;
 mod rest;
