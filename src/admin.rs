@@ -9,7 +9,9 @@ use crate::{
     config::{Config, KeysCommand},
     keys::{Algorithm, Backend, KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
     service::{Unopenable, open_stored},
-    startup::{StartupError, load_keks, open_existing_store, start_service_on_existing_store},
+    startup::{
+        StartupError, load_keks, open_existing_store, open_token, start_service_on_existing_store,
+    },
     store::{KeyStore, RemoveOutcome, StoreError},
     time::Timestamp,
 };
@@ -150,11 +152,30 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                 }
             };
             match store.remove(kid, &check).await.map_err(store_error)? {
-                RemoveOutcome::Removed(meta) => Ok(format!(
-                    "removed key {} (generation {}); running servers drop it within \
-                     --reload-every\n",
-                    meta.kid, meta.generation
-                )),
+                RemoveOutcome::Removed(meta) => {
+                    let mut out = format!(
+                        "removed key {} (generation {}); running servers drop it within \
+                         --reload-every\n",
+                        meta.kid, meta.generation
+                    );
+                    // With the token configured, its objects go too (a key
+                    // no row names signs nothing, but should not linger).
+                    if let Some(token) = open_token(config).await? {
+                        let kid = meta.kid.clone();
+                        let destroyed = tokio::task::spawn_blocking(move || token.destroy(&kid))
+                            .await
+                            .map_err(|e| StartupError::Serve(e.to_string()))?
+                            .map_err(|e| StartupError::Pkcs11(e.to_string()))?;
+                        if destroyed > 0 {
+                            let _ = writeln!(
+                                out,
+                                "destroyed its {destroyed} object(s) in the PKCS#11 token {}",
+                                token_name(config)
+                            );
+                        }
+                    }
+                    Ok(out)
+                }
                 RemoveOutcome::NotFound => Err(StartupError::Refused(format!(
                     "no key {kid} in the store {}; `jwks-server keys list` shows every kid",
                     config.store
@@ -162,6 +183,15 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                 RemoveOutcome::Refused(reason) => Err(StartupError::Refused(reason)),
             }
         }
+    }
+}
+
+/// The configured token, as the operator named it.
+fn token_name(config: &Config) -> String {
+    match (&config.pkcs11_token_label, config.pkcs11_slot) {
+        (Some(label), _) => label.clone(),
+        (None, Some(slot)) => format!("in slot {slot}"),
+        (None, None) => String::new(),
     }
 }
 

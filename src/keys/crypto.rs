@@ -648,6 +648,28 @@ mod tests {
         );
     }
 
+    /// Keys held in a token are verified from the stored `n` and `e`: the
+    /// DER built from them must be the one aws-lc-rs makes of the key itself.
+    #[test]
+    fn the_rsa_public_key_der_built_from_n_and_e_is_aws_lc_rs_own() {
+        let key = SigningKey::generate().unwrap();
+        let PublicMembers::Rsa { n, e } = &key.jwk().public else {
+            panic!("not an RSA key");
+        };
+        let Pair::Rsa { pair, .. } = &key.pair else {
+            panic!("not an RSA pair");
+        };
+        let built = rsa_public_der(&B64.decode(n).unwrap(), &B64.decode(e).unwrap());
+        assert_eq!(built, pair.public_key().as_ref());
+        // Short lengths, a high bit that needs a leading zero, leading zeros dropped.
+        assert_eq!(
+            rsa_public_der(&[0x00, 0x80], &[0x01, 0x00, 0x01]),
+            [
+                0x30, 0x09, 0x02, 0x02, 0x00, 0x80, 0x02, 0x03, 0x01, 0x00, 0x01
+            ]
+        );
+    }
+
     #[test]
     fn random_ids_differ() {
         assert_ne!(random_id().unwrap(), random_id().unwrap());

@@ -406,6 +406,22 @@ async fn keys_list_shows_the_token_and_keys_rotate_creates_the_new_key_in_it() {
     let table = String::from_utf8_lossy(&list.stdout);
     let row = table.lines().find(|l| l.starts_with(created[0])).unwrap();
     assert!(row.contains("pkcs11: in token jwks-test"), "{table}");
+
+    // Removing a key from the store destroys it in the token too.
+    let expired = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some("expired"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    assert!(hsm.private_ids().contains(&id_of(expired)));
+    let remove = hsm.binary(&["keys", "remove", expired], &[], true);
+    assert!(remove.status.success(), "{remove:?}");
+    assert!(
+        String::from_utf8_lossy(&remove.stdout).contains("destroyed its 2 object(s)"),
+        "{remove:?}"
+    );
+    assert!(!hsm.private_ids().contains(&id_of(expired)));
+    assert_eq!(hsm.private_ids().len(), after.len() - 1);
 }
 
 #[tokio::test]
