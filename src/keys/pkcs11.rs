@@ -323,11 +323,15 @@ impl Token {
             };
             return Err(TokenError::NoToken(wanted, seen));
         };
+        // The list, not C_GetMechanismInfo one by one: modules may answer
+        // the info of a mechanism they do not offer (SoftHSM2 does, for
+        // those its `slots.mechanisms` setting takes away).
+        let mechanisms = ctx
+            .get_mechanism_list(slot)
+            .map_err(|e| module_error(short(&e)))?;
         for &alg in algorithms {
             for (mechanism, name) in [sign_mechanism(alg), generate_mechanism(alg)] {
-                // Asked one by one: the whole list may hold vendor
-                // mechanisms the binding does not know (and logs about).
-                if ctx.get_mechanism_info(slot, mechanism).is_err() {
+                if !mechanisms.contains(&mechanism) {
                     return Err(TokenError::Unsupported {
                         token: identity,
                         alg,
