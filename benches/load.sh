@@ -45,6 +45,9 @@
 #                cache; the server runs with a --clients-file) and rest_introspect
 #                (POST /oauth2/introspect of a live RS256 access token), set
 #                against POST /auth and openssl's rsa2048 verify rate
+#   PKCS#11 (issue #15): rest_auth_hsm (POST /auth with the RS256 key held in a
+#                SoftHSM2 token of its own: one C_Sign per token); needs softhsm2,
+#                skipped with a note without it (an error when ONLY names it)
 #   PROFILE=release     dev: reuse the debug build, to check the script quickly
 #                (its numbers mean nothing)
 #   AWAKE=1      hold /dev/cpu_dma_latency at 0 for the whole run (as tuned's
@@ -182,15 +185,17 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# Extra server flags for the next scenarios (e.g. --clients-file).
+# Extra server flags for the next scenarios (e.g. --clients-file), and the
+# name of their store in $WORK when it is not the shared jwks.db.
 SERVER_ARGS=()
+STORE_NAME=""
 
 # start_server CPUS LOGS [RSA_BITS]: LOGS is "quiet" (RUST_LOG=warn) or "info"
 # (the default). The server runs $ALGORITHMS; with RSA_BITS, RS256 alone with
 # keys of that size, on a store of its own.
 start_server() {
     local cpus=$1 logs=$2 bits=${3:-} env=(RUST_LOG=warn)
-    local keys=(--algorithms "$ALGORITHMS") store="$WORK/jwks.db"
+    local keys=(--algorithms "$ALGORITHMS") store="$WORK/${STORE_NAME:-jwks}.db"
     [ "$logs" = info ] && env=(RUST_LOG=info)
     if [ -n "$bits" ]; then
         keys=(--algorithms RS256 --rsa-key-bits "$bits")
@@ -651,6 +656,30 @@ PREPARE=access_token_to_introspect
 scenario rest_introspect "POST /oauth2/introspect" "$one" "$load" quiet rest /oauth2/introspect 200 WRK_METHOD=POST \
     WRK_CONTENT_TYPE=application/x-www-form-urlencoded
 PREPARE=""
+# Keys held in a PKCS#11 token (SoftHSM2): the same POST /auth, each signature
+# one C_Sign through the module, on a token and a store of their own (on the
+# shared store the software keys would keep signing). Needs softhsm2.
+if want rest_auth_hsm; then
+    if [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; then
+        mkdir -p "$WORK/softhsm/tokens"
+        printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+            "$WORK/softhsm/tokens" >"$WORK/softhsm/softhsm2.conf"
+        export SOFTHSM2_CONF="$WORK/softhsm/softhsm2.conf"
+        softhsm2-util --init-token --free --label jwks-load --so-pin 5678 --pin 1234 >/dev/null
+        printf '1234\n' >"$WORK/softhsm/pin"
+        SERVER_ARGS=(--pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token-label jwks-load
+            --pkcs11-pin-file "$WORK/softhsm/pin")
+        STORE_NAME=jwks-hsm
+        scenario rest_auth_hsm "POST /auth, key in SoftHSM2" "$one" "$load" quiet rest /auth 200 WRK_METHOD=POST
+        SERVER_ARGS=()
+        STORE_NAME=""
+        unset SOFTHSM2_CONF
+    elif [ -n "$ONLY" ]; then
+        die "rest_auth_hsm needs softhsm2 (apt-get install softhsm2)"
+    else
+        say "skipping rest_auth_hsm: softhsm2 is not installed (apt-get install softhsm2)"
+    fi
+fi
 nginx_scenario
 if [ "$LOGGED" = 1 ]; then
     scenario rest_auth_info "POST /auth, info logs" "$one" "$load" info rest /auth 200 WRK_METHOD=POST

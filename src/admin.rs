@@ -7,9 +7,11 @@ use std::{collections::HashMap, fmt::Write as _, sync::Arc};
 
 use crate::{
     config::{Config, KeysCommand},
-    keys::{Algorithm, KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
+    keys::{Algorithm, Backend, KeyMeta, KeyState, policy::Trigger, seal::SealError, state_of},
     service::{Unopenable, open_stored},
-    startup::{StartupError, load_keks, open_existing_store, start_service_on_existing_store},
+    startup::{
+        StartupError, load_keks, open_existing_store, open_token, start_service_on_existing_store,
+    },
     store::{KeyStore, RemoveOutcome, StoreError},
     time::Timestamp,
 };
@@ -47,6 +49,7 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                 match load_keks(config, &keys) {
                     Ok(keks) => Readability::Checked(
                         keys.iter()
+                            .filter(|k| k.backend == Backend::Software)
                             .filter_map(|k| {
                                 open_stored(&keks, k)
                                     .err()
@@ -57,8 +60,15 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     Err(err) => Readability::Unchecked(err.to_string()),
                 }
             };
+            let held: HashMap<String, String> = keys
+                .iter()
+                .filter_map(|k| match &k.backend {
+                    Backend::Pkcs11 { token } => Some((k.meta.kid.clone(), token.clone())),
+                    Backend::Software => None,
+                })
+                .collect();
             let metas: Vec<KeyMeta> = keys.into_iter().map(|k| k.meta).collect();
-            Ok(render_table(&metas, &readability, now))
+            Ok(render_table(&metas, &readability, &held, now))
         }
         KeysCommand::Rotate { alg } => {
             if let Some(alg) = alg.filter(|alg| !config.algorithms.0.contains(alg)) {
@@ -80,6 +90,15 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     key.alg, key.kid, key.generation, key.activates_at
                 );
             }
+            let held: HashMap<String, String> = service
+                .ring()
+                .keys()
+                .iter()
+                .filter_map(|k| {
+                    let token = k.key.token()?;
+                    Some((k.meta.kid.clone(), token.identity().to_owned()))
+                })
+                .collect();
             let mut metas: Vec<KeyMeta> = service
                 .key_statuses(now)
                 .into_iter()
@@ -93,7 +112,7 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                     .map(|k| (k.meta.kid, k.reason))
                     .collect(),
             );
-            out.push_str(&render_table(&metas, &readability, now));
+            out.push_str(&render_table(&metas, &readability, &held, now));
             Ok(out)
         }
         KeysCommand::Reseal => {
@@ -103,7 +122,8 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
             let sealing = keks.sealing_id().to_owned();
             let count = store
                 .reseal(&|key| {
-                    if key.sealed.kek_id == sealing {
+                    // Token-held keys have nothing sealed to re-seal.
+                    if key.sealed.kek_id == sealing || key.backend != Backend::Software {
                         return Ok(None);
                     }
                     let mut der = keks.open(&key.meta.kid, &key.sealed)?;
@@ -132,11 +152,30 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                 }
             };
             match store.remove(kid, &check).await.map_err(store_error)? {
-                RemoveOutcome::Removed(meta) => Ok(format!(
-                    "removed key {} (generation {}); running servers drop it within \
-                     --reload-every\n",
-                    meta.kid, meta.generation
-                )),
+                RemoveOutcome::Removed(meta) => {
+                    let mut out = format!(
+                        "removed key {} (generation {}); running servers drop it within \
+                         --reload-every\n",
+                        meta.kid, meta.generation
+                    );
+                    // With the token configured, its objects go too (a key
+                    // no row names signs nothing, but should not linger).
+                    if let Some(token) = open_token(config).await? {
+                        let kid = meta.kid.clone();
+                        let destroyed = tokio::task::spawn_blocking(move || token.destroy(&kid))
+                            .await
+                            .map_err(|e| StartupError::Serve(e.to_string()))?
+                            .map_err(|e| StartupError::Pkcs11(e.to_string()))?;
+                        if destroyed > 0 {
+                            let _ = writeln!(
+                                out,
+                                "destroyed its {destroyed} object(s) in the PKCS#11 token {}",
+                                token_name(config)
+                            );
+                        }
+                    }
+                    Ok(out)
+                }
                 RemoveOutcome::NotFound => Err(StartupError::Refused(format!(
                     "no key {kid} in the store {}; `jwks-server keys list` shows every kid",
                     config.store
@@ -144,6 +183,15 @@ pub async fn run(config: &Config, command: &KeysCommand) -> Result<String, Start
                 RemoveOutcome::Refused(reason) => Err(StartupError::Refused(reason)),
             }
         }
+    }
+}
+
+/// The configured token, as the operator named it.
+fn token_name(config: &Config) -> String {
+    match (&config.pkcs11_token_label, config.pkcs11_slot) {
+        (Some(label), _) => label.clone(),
+        (None, Some(slot)) => format!("in slot {slot}"),
+        (None, None) => String::new(),
     }
 }
 
@@ -190,7 +238,14 @@ pub fn hash_secret_from_stdin() -> Result<String, StartupError> {
     Ok(crate::access::hash_secret(secret)?)
 }
 
-fn render_table(keys: &[KeyMeta], readability: &Readability, now: Timestamp) -> String {
+/// The keys as a table; the last column says whether each private half
+/// opens, or (`held`: kid -> token) which PKCS#11 token holds it.
+fn render_table(
+    keys: &[KeyMeta],
+    readability: &Readability,
+    held: &HashMap<String, String>,
+    now: Timestamp,
+) -> String {
     let mut sorted: Vec<&KeyMeta> = keys.iter().collect();
     sorted.sort_by(|a, b| a.alg.cmp(&b.alg).then(KeyMeta::newest_first(a, b)));
     let mut out = format!(
@@ -206,12 +261,13 @@ fn render_table(keys: &[KeyMeta], readability: &Readability, now: Timestamp) -> 
         "PRIVATE KEY"
     );
     for key in sorted {
-        let private = match readability {
-            Readability::Checked(unreadable) => match unreadable.get(&key.kid) {
+        let private = match (held.get(&key.kid), readability) {
+            (Some(token), _) => format!("pkcs11: in token {token}"),
+            (None, Readability::Checked(unreadable)) => match unreadable.get(&key.kid) {
                 Some(reason) => format!("unreadable: {reason}"),
                 None => "ok".to_owned(),
             },
-            Readability::Unchecked(_) => "not checked".to_owned(),
+            (None, Readability::Unchecked(_)) => "not checked".to_owned(),
         };
         let _ = writeln!(
             out,

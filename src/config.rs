@@ -290,6 +290,41 @@ pub struct Config {
     #[arg(long, env = "JWKS_CLIENTS_FILE", global = true)]
     pub clients_file: Option<PathBuf>,
 
+    /// PKCS#11 module (shared library) holding new signing keys, e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so. Unset: keys are made in software and
+    /// sealed in the store. Set: every new key is generated in the token,
+    /// never extractable; software keys already stored sign until they retire.
+    #[arg(long, env = "JWKS_PKCS11_MODULE", global = true)]
+    pub pkcs11_module: Option<PathBuf>,
+
+    /// The label of the PKCS#11 token holding the keys (or --pkcs11-slot).
+    #[arg(
+        long,
+        env = "JWKS_PKCS11_TOKEN_LABEL",
+        conflicts_with = "pkcs11_slot",
+        global = true
+    )]
+    pub pkcs11_token_label: Option<String>,
+
+    /// The slot id of the PKCS#11 token holding the keys (or --pkcs11-token-label).
+    #[arg(long, env = "JWKS_PKCS11_SLOT", global = true)]
+    pub pkcs11_slot: Option<u64>,
+
+    /// The token's user PIN. Prefer --pkcs11-pin-file or the environment
+    /// variable (flags show up in `ps`); never printed or logged.
+    #[arg(
+        long,
+        env = "JWKS_PKCS11_PIN",
+        hide_env_values = true,
+        conflicts_with = "pkcs11_pin_file",
+        global = true
+    )]
+    pub pkcs11_pin: Option<Secret>,
+
+    /// File holding the token's user PIN (its first line).
+    #[arg(long, env = "JWKS_PKCS11_PIN_FILE", global = true)]
+    pub pkcs11_pin_file: Option<PathBuf>,
+
     /// Tokens a second each client (or, without --clients-file, each source
     /// address) may be issued; 0 turns rate limiting off (at most 1000000). The
     /// JWKS is never limited.

@@ -57,9 +57,30 @@ pub enum Error {
     /// No expired key is held, so `expired=true` cannot be honoured.
     #[error("no expired key is available to sign an expired token")]
     NoExpiredKey,
+    /// The key that signs is held in a hardware token that cannot be reached
+    /// right now; signing resumes when it is back. The cause is logged.
+    #[error("the signing key's token is unavailable; retry in {RETRY_SIGNER_SECS}s")]
+    SignerUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A fault on our side. Clients are told only "internal"; the cause is logged.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How long a caller waits before retrying while the signing key's token is
+/// away, in seconds: about the interval at which the service checks it again.
+pub const RETRY_SIGNER_SECS: u64 = 5;
+
+impl From<crate::keys::crypto::CryptoError> for Error {
+    /// A token that cannot be reached is an outage the caller may wait out;
+    /// every other crypto failure is a fault.
+    fn from(err: crate::keys::crypto::CryptoError) -> Self {
+        match err {
+            crate::keys::crypto::CryptoError::TokenUnavailable(..) => {
+                Self::SignerUnavailable(Box::new(err))
+            }
+            other => Self::internal(other),
+        }
+    }
 }
 
 /// Why a caller's client credentials were not accepted. An unknown client and
@@ -104,7 +125,9 @@ impl Error {
             | Self::TestTokensDisabled(_)
             | Self::AudienceNotPermitted { .. } => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
-            Self::NoSigningKey | Self::NoExpiredKey | Self::Busy => "unavailable",
+            Self::NoSigningKey | Self::NoExpiredKey | Self::Busy | Self::SignerUnavailable(_) => {
+                "unavailable"
+            }
             Self::Internal(_) => "internal",
         }
     }
@@ -126,6 +149,7 @@ impl Error {
                 Some(rounded_up.max(1))
             }
             Self::Busy => Some(1),
+            Self::SignerUnavailable(_) => Some(RETRY_SIGNER_SECS),
             _ => None,
         }
     }

@@ -25,6 +25,9 @@ pub enum FaultKind {
     RefresherRestarting,
     /// The key refresher runs but has completed no refresh for too long.
     RefresherStalled,
+    /// The PKCS#11 token holding signing keys cannot be reached: its keys
+    /// do not sign until it is back.
+    TokenUnavailable,
 }
 
 impl FaultKind {
@@ -34,6 +37,7 @@ impl FaultKind {
             Self::RotationFailing => "rotation_failing",
             Self::RefresherRestarting => "refresher_restarting",
             Self::RefresherStalled => "refresher_stalled",
+            Self::TokenUnavailable => "token_unavailable",
         }
     }
 }
@@ -55,6 +59,7 @@ impl fmt::Display for Fault {
             FaultKind::RotationFailing => "key rotation failing",
             FaultKind::RefresherRestarting => "key refresher restarting",
             FaultKind::RefresherStalled => "key refresher stalled",
+            FaultKind::TokenUnavailable => "PKCS#11 token unavailable",
         };
         write!(f, "{what} since {}: {}", self.since, self.error)
     }
@@ -71,6 +76,7 @@ pub struct Faults {
 struct State {
     rotation: Option<(Timestamp, String)>,
     refresher_down: Option<(Timestamp, String)>,
+    token: Option<(Timestamp, String)>,
     /// When the refresher last completed a refresh (or started); `None` while
     /// no refresher runs (operator commands, benchmarks).
     last_refresh: Option<Timestamp>,
@@ -95,6 +101,18 @@ impl Faults {
     /// A rotation wrote what it had to, or had nothing left to write.
     pub fn rotation_succeeded(&self) {
         self.state().rotation = None;
+    }
+
+    /// The PKCS#11 token cannot be reached (`error` says why).
+    pub fn token_unavailable(&self, now: Timestamp, error: String) {
+        let mut state = self.state();
+        let since = state.token.as_ref().map_or(now, |(since, _)| *since);
+        state.token = Some((since, error));
+    }
+
+    /// The PKCS#11 token answers (again).
+    pub fn token_available(&self) {
+        self.state().token = None;
     }
 
     /// Rotations that failed since the process started.
@@ -135,6 +153,13 @@ impl Faults {
         if let Some((since, error)) = &state.rotation {
             faults.push(Fault {
                 kind: FaultKind::RotationFailing,
+                since: *since,
+                error: error.clone(),
+            });
+        }
+        if let Some((since, error)) = &state.token {
+            faults.push(Fault {
+                kind: FaultKind::TokenUnavailable,
                 since: *since,
                 error: error.clone(),
             });

@@ -16,7 +16,8 @@
 //!   registry, the bounded secret checks and the rate limits (all opt-in).
 //! - [`keys`]: key states (`mod.rs`), the pure rotation policy (`policy`), the
 //!   key ring and its rendered JWKS (`ring`), the algorithms (`algorithm`), key material and signing for each (`crypto`), and
-//!   sealing at rest (`seal`), and where key-encryption keys come from (`kek`).
+//!   sealing at rest (`seal`), where key-encryption keys come from (`kek`),
+//!   and keys held in a PKCS#11 token (`pkcs11`).
 //! - [`store`]: the [`store::KeyStore`] trait, its SQLite/PostgreSQL
 //!   implementation (`sql`), an in-memory store for tests and benchmarks
 //!   (`memory`), and [`store::StoreUrl`] with its redaction (`url`).

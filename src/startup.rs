@@ -7,6 +7,7 @@
 
 use std::{future::Future, net::SocketAddr, num::NonZeroU32, sync::Arc};
 
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +16,7 @@ use crate::{
     config::{Config, StoreUrl},
     keys::{
         kek::{self, KekError, KekSources, WhenNoneGiven},
+        pkcs11::{Token, TokenConfig, TokenError, TokenSelector},
         policy::{PolicyError, Setting},
         seal::{KekRing, SealError},
     },
@@ -64,6 +66,10 @@ pub enum StartupError {
     /// A listener or a background task failed while serving.
     #[error("server failed: {0}")]
     Serve(String),
+    /// The PKCS#11 module or token cannot be used (missing module, unknown
+    /// token, wrong PIN, a configured algorithm it lacks).
+    #[error("{0}")]
+    Pkcs11(String),
     /// An operator command that cannot do what was asked, and why.
     #[error("{0}")]
     Refused(String),
@@ -161,6 +167,12 @@ fn explain_start(err: &StartError) -> String {
             let supply = match &unreadable.reason {
                 Unopenable::Sealing(SealError::UnknownKek { .. }) => {
                     "add the KEK it was sealed with (--kek / JWKS_KEK, or --kek-file / JWKS_KEK_FILE)"
+                        .to_owned()
+                }
+                Unopenable::NoToken { .. } | Unopenable::OtherToken { .. } => {
+                    "switching back to software keys is refused while keys held in the token are \
+                     live: keep --pkcs11-module, --pkcs11-token-label (or --pkcs11-slot) and the \
+                     PIN (JWKS_PKCS11_*) set for that token until those keys expire"
                         .to_owned()
                 }
                 _ => "give the KEK it was sealed with".to_owned(),
@@ -263,8 +275,89 @@ pub fn access(config: &Config) -> Result<Access, StartupError> {
 pub async fn start_service(config: &Config) -> Result<KeyService, StartupError> {
     config.check()?;
     let access = access(config)?;
+    // Before the store: a wrong PIN or module must leave nothing behind.
+    let token = open_token(config).await?;
     let store = open_store(config).await?;
-    start_service_on(config, store, access).await
+    start_service_on(config, store, access, token).await
+}
+
+/// The PKCS#11 settings, if `--pkcs11-module` is set.
+/// # Errors
+///
+/// [`StartupError::Pkcs11`] when the token or the PIN is not named, or the
+/// PIN file cannot be read.
+pub fn token_config(config: &Config) -> Result<Option<TokenConfig>, StartupError> {
+    let Some(module) = &config.pkcs11_module else {
+        return Ok(None);
+    };
+    let token = match (&config.pkcs11_token_label, config.pkcs11_slot) {
+        (Some(label), _) => TokenSelector::Label(label.clone()),
+        (None, Some(slot)) => TokenSelector::Slot(slot),
+        (None, None) => {
+            return Err(StartupError::Pkcs11(
+                "--pkcs11-module needs the token: set --pkcs11-token-label (JWKS_PKCS11_TOKEN_LABEL) \
+                 or --pkcs11-slot (JWKS_PKCS11_SLOT)"
+                    .into(),
+            ));
+        }
+    };
+    let pin = match (&config.pkcs11_pin, &config.pkcs11_pin_file) {
+        (Some(pin), _) => SecretString::from(pin.expose().to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                StartupError::Pkcs11(format!(
+                    "cannot read the PKCS#11 PIN file {}: {err}",
+                    path.display()
+                ))
+            })?;
+            SecretString::from(text.lines().next().unwrap_or_default().trim().to_owned())
+        }
+        (None, None) => {
+            return Err(StartupError::Pkcs11(
+                "--pkcs11-module needs the user PIN: set --pkcs11-pin-file (JWKS_PKCS11_PIN_FILE) \
+                 or JWKS_PKCS11_PIN"
+                    .into(),
+            ));
+        }
+    };
+    Ok(Some(TokenConfig {
+        module: module.clone(),
+        token,
+        pin,
+    }))
+}
+
+/// Opens and logs in to the configured PKCS#11 token, checking it can
+/// generate and sign with every configured algorithm (on a blocking
+/// thread: the module may take its time).
+/// # Errors
+///
+/// [`StartupError::Pkcs11`] saying what is wrong with the module, token or PIN.
+pub async fn open_token(config: &Config) -> Result<Option<Arc<Token>>, StartupError> {
+    let Some(token_config) = token_config(config)? else {
+        return Ok(None);
+    };
+    let algorithms = config.algorithms.0.clone();
+    let token = tokio::task::spawn_blocking(move || Token::open(&token_config, &algorithms))
+        .await
+        .map_err(|err| StartupError::Pkcs11(format!("opening the PKCS#11 token failed: {err}")))?
+        .map_err(|err| {
+            StartupError::Pkcs11(match err {
+                TokenError::Module { .. } => format!("{err}; check --pkcs11-module"),
+                TokenError::NoToken(..) => format!(
+                    "{err}; check --pkcs11-token-label / --pkcs11-slot, or initialise the token"
+                ),
+                TokenError::Login { .. } => {
+                    format!("{err}; check --pkcs11-pin-file / JWKS_PKCS11_PIN")
+                }
+                TokenError::Unsupported { .. } => {
+                    format!("{err}; remove that algorithm from --algorithms or use another token")
+                }
+                _ => err.to_string(),
+            })
+        })?;
+    tracing::info!(token = %token.identity(), "new signing keys are generated in the PKCS#11 token");
+    Ok(Some(token))
 }
 
 /// Starts the key service on a store that must already exist (`keys rotate`).
@@ -274,14 +367,16 @@ pub async fn start_service(config: &Config) -> Result<KeyService, StartupError> 
 pub async fn start_service_on_existing_store(config: &Config) -> Result<KeyService, StartupError> {
     config.check()?;
     let access = access(config)?;
+    let token = open_token(config).await?;
     let store = open_existing_store(config).await?;
-    start_service_on(config, store, access).await
+    start_service_on(config, store, access, token).await
 }
 
 async fn start_service_on(
     config: &Config,
     store: SqlStore,
     access: Access,
+    token: Option<Arc<Token>>,
 ) -> Result<KeyService, StartupError> {
     // Whether the store holds keys decides whether a missing default KEK may
     // be generated.
@@ -293,7 +388,10 @@ async fn start_service_on(
     let store: Arc<dyn KeyStore> = Arc::new(store);
     let issuer = config.issuer.clone();
     let policy = config.policy();
-    Ok(KeyService::start(store, keks, policy, issuer, access, Timestamp::now()).await?)
+    Ok(
+        KeyService::start_with_token(store, keks, token, policy, issuer, access, Timestamp::now())
+            .await?,
+    )
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {

@@ -26,6 +26,12 @@ pub fn log_lines_dropped() -> Counter {
 /// calls are no-ops.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The PKCS#11 binding logs an ERROR line for each vendor mechanism of a
+    // module's list it does not know: noise, not a fault of ours.
+    let filter = match "cryptoki::mechanism=off".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    };
     // Colour only for a terminal; log files and collectors get plain text.
     let ansi = io::IsTerminal::is_terminal(&io::stderr());
     let builder = fmt()

@@ -6,7 +6,7 @@
 //! JWT header is encoded once per key too. Sealing the private half for the store
 //! is `seal.rs`'s job; deciding which key signs is the key ring's.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use aws_lc_rs::{
     digest,
@@ -20,6 +20,8 @@ use aws_lc_rs::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde::Serialize;
+
+use super::pkcs11::Token;
 
 pub use super::algorithm::{Algorithm, RsaKeySize};
 
@@ -41,6 +43,12 @@ pub enum CryptoError {
     /// A signature could not be made.
     #[error("{0} signing failed")]
     Sign(Algorithm),
+    /// The token holding the key cannot be reached right now.
+    #[error("{0} signing failed: {1}")]
+    TokenUnavailable(Algorithm, String),
+    /// The token holding the key refused to sign.
+    #[error("{0} signing failed: {1}")]
+    TokenSign(Algorithm, String),
     /// The system random number generator failed (no `jti`, no kid).
     #[error("the system random number generator failed")]
     Random,
@@ -121,6 +129,8 @@ enum Pair {
     },
     Ec(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
+    /// Held in a PKCS#11 token: only its public half is here.
+    Token(Arc<Token>),
 }
 
 /// A parsed private key with its public JWK and pre-encoded JWT header.
@@ -217,6 +227,47 @@ impl SigningKey {
         Self::from_pair(alg, pair)
     }
 
+    /// A key held in `token`, whose public half (from the store) is
+    /// `public`: it signs through the token, one `C_Sign` per token.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Rejected`] when `public` is not a key of `alg`.
+    pub fn in_token(
+        alg: Algorithm,
+        public: PublicMembers,
+        token: Arc<Token>,
+    ) -> Result<Self, CryptoError> {
+        let rejected = || CryptoError::Rejected(alg);
+        let decode = |text: &str| B64.decode(text).map_err(|_| rejected());
+        let public_der = match (&public, alg) {
+            (PublicMembers::Rsa { n, e }, Algorithm::Rs256 | Algorithm::Ps256) => {
+                let bits = decode(n)?.len() * 8;
+                if RsaKeySize::from_bits(bits).is_none() {
+                    return Err(rejected());
+                }
+                rsa_public_der(&decode(n)?, &decode(e)?)
+            }
+            (PublicMembers::Ec { x, y, .. }, Algorithm::Es256) => {
+                let mut point = vec![4u8];
+                point.extend(decode(x)?);
+                point.extend(decode(y)?);
+                point
+            }
+            (PublicMembers::Okp { x, .. }, Algorithm::EdDsa) => decode(x)?,
+            _ => return Err(rejected()),
+        };
+        Self::from_parts(alg, Pair::Token(token), public, &public_der)
+    }
+
+    /// The token holding its private half, if a token does.
+    pub fn token(&self) -> Option<&Arc<Token>> {
+        match &self.pair {
+            Pair::Token(token) => Some(token),
+            _ => None,
+        }
+    }
+
     fn from_pair(alg: Algorithm, pair: Pair) -> Result<Self, CryptoError> {
         let public = match &pair {
             Pair::Rsa { pair, .. } => {
@@ -245,17 +296,28 @@ impl SigningKey {
                 crv: ED25519,
                 x: B64.encode(pair.public_key().as_ref()),
             },
-        };
-        let verification: &'static dyn VerificationAlgorithm = match (&pair, alg) {
-            (Pair::Rsa { .. }, Algorithm::Ps256) => &RSA_PSS_2048_8192_SHA256,
-            (Pair::Rsa { .. }, _) => &RSA_PKCS1_2048_8192_SHA256,
-            (Pair::Ec(_), _) => &ECDSA_P256_SHA256_FIXED,
-            (Pair::Ed(_), _) => &aws_lc_rs::signature::ED25519,
+            Pair::Token(_) => return Err(CryptoError::Rejected(alg)),
         };
         let public_der = match &pair {
-            Pair::Rsa { pair, .. } => pair.public_key().as_ref(),
-            Pair::Ec(pair) => pair.public_key().as_ref(),
-            Pair::Ed(pair) => pair.public_key().as_ref(),
+            Pair::Rsa { pair, .. } => pair.public_key().as_ref().to_vec(),
+            Pair::Ec(pair) => pair.public_key().as_ref().to_vec(),
+            Pair::Ed(pair) => pair.public_key().as_ref().to_vec(),
+            Pair::Token(_) => return Err(CryptoError::Rejected(alg)),
+        };
+        Self::from_parts(alg, pair, public, &public_der)
+    }
+
+    fn from_parts(
+        alg: Algorithm,
+        pair: Pair,
+        public: PublicMembers,
+        public_der: &[u8],
+    ) -> Result<Self, CryptoError> {
+        let verification: &'static dyn VerificationAlgorithm = match alg {
+            Algorithm::Ps256 => &RSA_PSS_2048_8192_SHA256,
+            Algorithm::Rs256 => &RSA_PKCS1_2048_8192_SHA256,
+            Algorithm::Es256 => &ECDSA_P256_SHA256_FIXED,
+            Algorithm::EdDsa => &aws_lc_rs::signature::ED25519,
         };
         let verifier = ParsedPublicKey::new(verification, public_der)
             .map_err(|_| CryptoError::Rejected(alg))?;
@@ -289,6 +351,8 @@ impl SigningKey {
             Pair::Rsa { pair, .. } => pair.as_der().map(|der| der.as_ref().to_vec()),
             Pair::Ec(pair) => pair.to_pkcs8v1().map(|doc| doc.as_ref().to_vec()),
             Pair::Ed(pair) => pair.to_pkcs8v1().map(|doc| doc.as_ref().to_vec()),
+            // The token never lets it out.
+            Pair::Token(_) => return Err(CryptoError::Rejected(self.alg)),
         }
         .map_err(rejected)
     }
@@ -327,6 +391,7 @@ impl SigningKey {
             Pair::Rsa { pair, .. } => pair.public_modulus_len(),
             // ES256: R || S, 32 bytes each (RFC 7518 §3.4); Ed25519: 64 bytes.
             Pair::Ec(_) | Pair::Ed(_) => 64,
+            Pair::Token(_) => 512,
         };
         let mut token = String::with_capacity(
             encoded_header.len() + 2 + (claims_json.len() + sig_len) * 4 / 3 + 4,
@@ -351,6 +416,18 @@ impl SigningKey {
                 copy_into(&mut buf, signature.as_ref())
             }
             Pair::Ed(pair) => copy_into(&mut buf, pair.sign(signing_input).as_ref()),
+            Pair::Token(token) => {
+                let signature =
+                    off_the_async_workers(|| token.sign(self.alg, &self.jwk.kid, signing_input))
+                        .map_err(|err| {
+                            if err.is_unavailable() {
+                                CryptoError::TokenUnavailable(self.alg, err.to_string())
+                            } else {
+                                CryptoError::TokenSign(self.alg, err.to_string())
+                            }
+                        })?;
+                copy_into(&mut buf, &signature)
+            }
         };
         token.push('.');
         B64.encode_string(signature, &mut token);
@@ -459,6 +536,54 @@ fn copy_into<'b>(buf: &'b mut [u8; 512], signature: &[u8]) -> &'b [u8] {
     let len = signature.len().min(buf.len());
     buf[..len].copy_from_slice(&signature[..len]);
     &buf[..len]
+}
+
+/// Runs `call` (a blocking call into the PKCS#11 module) so that it does
+/// not stall an async worker: on a multi-threaded runtime the worker hands
+/// its other tasks to another thread first (`block_in_place`); elsewhere (a
+/// blocking thread, a single-threaded test runtime) it simply runs.
+fn off_the_async_workers<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
+/// DER of an RSA public key (RFC 8017 A.1.1 `RSAPublicKey`), the form
+/// aws-lc-rs verifies with.
+fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn length(len: usize, out: &mut Vec<u8>) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+    }
+    fn integer(value: &[u8], out: &mut Vec<u8>) {
+        let value: Vec<u8> = value.iter().copied().skip_while(|b| *b == 0).collect();
+        let pad = value.first().is_none_or(|b| b & 0x80 != 0);
+        out.push(0x02);
+        length(value.len() + usize::from(pad), out);
+        if pad {
+            out.push(0);
+        }
+        out.extend(value);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(n, &mut body);
+    integer(e, &mut body);
+    let mut der = vec![0x30];
+    length(body.len(), &mut der);
+    der.extend(body);
+    der
 }
 
 fn rsa_pair(alg: Algorithm, pair: RsaKeyPair) -> Pair {
@@ -593,6 +718,28 @@ mod tests {
         assert_eq!(
             (key.jwk().kty, key.jwk().use_, key.jwk().alg),
             ("RSA", "sig", "RS256")
+        );
+    }
+
+    /// Keys held in a token are verified from the stored `n` and `e`: the
+    /// DER built from them must be the one aws-lc-rs makes of the key itself.
+    #[test]
+    fn the_rsa_public_key_der_built_from_n_and_e_is_aws_lc_rs_own() {
+        let key = SigningKey::generate().unwrap();
+        let PublicMembers::Rsa { n, e } = &key.jwk().public else {
+            panic!("not an RSA key");
+        };
+        let Pair::Rsa { pair, .. } = &key.pair else {
+            panic!("not an RSA pair");
+        };
+        let built = rsa_public_der(&B64.decode(n).unwrap(), &B64.decode(e).unwrap());
+        assert_eq!(built, pair.public_key().as_ref());
+        // Short lengths, a high bit that needs a leading zero, leading zeros dropped.
+        assert_eq!(
+            rsa_public_der(&[0x00, 0x80], &[0x01, 0x00, 0x01]),
+            [
+                0x30, 0x09, 0x02, 0x02, 0x00, 0x80, 0x02, 0x03, 0x01, 0x00, 0x01
+            ]
         );
     }
 

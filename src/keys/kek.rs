@@ -172,7 +172,11 @@ fn default_kek(db_path: &Path, stored: &[StoredKey]) -> Result<(Kek, Option<Path
         return Ok((first_in(&kek_path)?, None));
     }
     if !stored.is_empty() {
-        let mut sealed_by: Vec<&str> = stored.iter().map(|k| k.sealed.kek_id.as_str()).collect();
+        let mut sealed_by: Vec<&str> = stored
+            .iter()
+            .filter(|k| k.backend == crate::keys::Backend::Software)
+            .map(|k| k.sealed.kek_id.as_str())
+            .collect();
         sealed_by.sort_unstable();
         sealed_by.dedup();
         return Err(KekError::Missing {

@@ -66,6 +66,18 @@ pub struct SealedKey {
     pub ciphertext: Vec<u8>,
 }
 
+impl SealedKey {
+    /// No sealed key: what a key held in a PKCS#11 token has in its place
+    /// (stored as SQL NULLs).
+    pub fn none() -> Self {
+        Self {
+            kek_id: String::new(),
+            nonce: Vec::new(),
+            ciphertext: Vec::new(),
+        }
+    }
+}
+
 // Not a `secrecy` type: the ciphertext is no secret (it is stored as is) but
 // long and useless in a log line, so `Debug` shows its KEK and length.
 impl fmt::Debug for SealedKey {

@@ -547,10 +547,7 @@ impl KeyService {
         match defect {
             Some(Defect::Expired) => {
                 let key = expired_key.ok_or(Error::NoExpiredKey)?;
-                let token = key
-                    .key
-                    .sign_typed_jwt(typ, &json)
-                    .map_err(Error::internal)?;
+                let token = key.key.sign_typed_jwt(typ, &json).map_err(Error::from)?;
                 Ok(signed(token, &key.meta.kid))
             }
             Some(defect @ (Defect::UnknownKid | Defect::EmbeddedJwk | Defect::Jku)) => {
@@ -571,7 +568,7 @@ impl KeyService {
                 }
                 let token = key
                     .sign_with_header_json(&header, &json)
-                    .map_err(Error::internal)?;
+                    .map_err(Error::from)?;
                 Ok(signed(token, key.kid()))
             }
             Some(Defect::NoKid) => {
@@ -580,7 +577,7 @@ impl KeyService {
                 let token = key
                     .key
                     .sign_with_header_json(&header, &json)
-                    .map_err(Error::internal)?;
+                    .map_err(Error::from)?;
                 Ok(signed(token, ""))
             }
             Some(Defect::BadSignature) => {
@@ -588,7 +585,7 @@ impl KeyService {
                 let token = key
                     .key
                     .sign_with_header_json(&header(alg.as_str(), &key.meta.kid), &json)
-                    .map_err(Error::internal)?;
+                    .map_err(Error::from)?;
                 Ok(signed(alter_signature(&token), &key.meta.kid))
             }
             Some(Defect::AlgNone) => {
@@ -617,7 +614,7 @@ impl KeyService {
                 let token = key
                     .key
                     .sign_with_header_json(&header, &json)
-                    .map_err(Error::internal)?;
+                    .map_err(Error::from)?;
                 Ok(signed(token, &key.meta.kid))
             }
             Some(Defect::EcdsaZeroSignature) => {
@@ -637,10 +634,7 @@ impl KeyService {
             )
             | None => {
                 let key = active()?;
-                let token = key
-                    .key
-                    .sign_typed_jwt(typ, &json)
-                    .map_err(Error::internal)?;
+                let token = key.key.sign_typed_jwt(typ, &json).map_err(Error::from)?;
                 Ok(signed(token, &key.meta.kid))
             }
         }

@@ -45,6 +45,7 @@ pub struct Health {
 impl KeyService {
     /// Health at `now`: whether we can sign, and whether the store answers.
     pub fn health(&self, now: Timestamp) -> Health {
+        self.note_token(now);
         let ring = self.inner.ring.load();
         let algorithms = self.algorithms();
         // Each algorithm signs until its newest key retires; the service

@@ -17,8 +17,9 @@ use super::{Access, KeyService};
 use crate::{
     error::Error,
     keys::{
-        Algorithm, KeyMeta, KeyState,
+        Algorithm, Backend, KeyMeta, KeyState,
         crypto::{CryptoError, SigningKey},
+        pkcs11::Token,
         policy::{Policy, Trigger, plan_rotation},
         ring::{KeyRing, LoadedKey},
         seal::{KekRing, SealError, SealedKey},
@@ -63,6 +64,26 @@ pub enum Unopenable {
     /// It unseals, but not to a private key.
     #[error("the unsealed private key does not parse: {0}")]
     NotAKey(CryptoError),
+    /// It is held in a PKCS#11 token and this process has none configured.
+    #[error(
+        "it is held in PKCS#11 token {token}, and no PKCS#11 module is configured \
+         (keys held in a token sign only through it)"
+    )]
+    NoToken {
+        /// The token that holds it.
+        token: String,
+    },
+    /// It is held in another PKCS#11 token than the one configured.
+    #[error("it is held in PKCS#11 token {held}, not in the configured token {configured}")]
+    OtherToken {
+        /// The token that holds it.
+        held: String,
+        /// The token this process opened.
+        configured: String,
+    },
+    /// Its public half (from the store) is not a key of its algorithm.
+    #[error("its stored public key is not a valid key of its algorithm: {0}")]
+    BadPublicKey(CryptoError),
     /// It unseals to a key other than the one its row names: a row copied
     /// over another (the `kid` is the sealing's associated data, so this
     /// takes a KEK that sealed both).
@@ -121,6 +142,43 @@ pub enum StartError {
 ///
 /// Why it does not open ([`Unopenable`]), for logs and `keys list`.
 pub fn open_stored(keks: &KekRing, stored: &StoredKey) -> Result<SigningKey, Unopenable> {
+    open_key(keks, None, stored)
+}
+
+/// Opens a stored key wherever its private half lives: unsealed from its
+/// row, or a handle on the private key in `token` (which must be the token
+/// the row names).
+///
+/// # Errors
+///
+/// Why it does not open ([`Unopenable`]): as [`open_stored`], or it is held
+/// in a token this process has not opened.
+pub fn open_key(
+    keks: &KekRing,
+    token: Option<&Arc<Token>>,
+    stored: &StoredKey,
+) -> Result<SigningKey, Unopenable> {
+    if let Backend::Pkcs11 { token: held } = &stored.backend {
+        let Some(token) = token else {
+            return Err(Unopenable::NoToken {
+                token: held.clone(),
+            });
+        };
+        if token.identity() != held {
+            return Err(Unopenable::OtherToken {
+                held: held.clone(),
+                configured: token.identity().to_owned(),
+            });
+        }
+        let key = SigningKey::in_token(stored.meta.alg, stored.public.clone(), Arc::clone(token))
+            .map_err(Unopenable::BadPublicKey)?;
+        if key.kid() != stored.meta.kid {
+            return Err(Unopenable::OtherKey {
+                found: key.kid().to_owned(),
+            });
+        }
+        return Ok(key);
+    }
     let kid = &stored.meta.kid;
     let mut der = keks.open(kid, &stored.sealed)?;
     let key = SigningKey::from_pkcs8_der_for(stored.meta.alg, &der);
@@ -150,7 +208,29 @@ impl KeyService {
         access: Access,
         now: Timestamp,
     ) -> Result<Self, StartError> {
-        let service = Self::new(store, keks, policy, issuer, access, now);
+        Self::start_with_token(store, keks, None, policy, issuer, access, now).await
+    }
+
+    /// [`Self::start`], with new keys generated in `token` when one is
+    /// given (keys already stored keep signing where they live).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::start`]; a published key held in a token that is not
+    /// `token` (or with none given) does not open.
+    pub async fn start_with_token(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        token: Option<Arc<Token>>,
+        policy: Policy,
+        issuer: String,
+        access: Access,
+        now: Timestamp,
+    ) -> Result<Self, StartError> {
+        let mut service = Self::new(store, keks, policy, issuer, access, now);
+        if let Some(inner) = Arc::get_mut(&mut service.inner) {
+            inner.token = token;
+        }
         // Open every stored key first, so a wrong or missing KEK stops the
         // start-up before anything new is written.
         let stored = service.inner.store.load().await?;
@@ -271,11 +351,28 @@ impl KeyService {
     ) -> Result<Vec<KeyMeta>, Error> {
         for _attempt in 0..ROTATE_ATTEMPTS {
             let fresh = self.generate(wanted).await?;
-            match self
+            let generated: Vec<NewKeyMaterial> = fresh.clone();
+            let outcome = self
                 .store_call(now, self.inner.store.rotate(planner, fresh))
-                .await?
-            {
+                .await;
+            // Token objects of keys the store did not take (another replica
+            // filled the slot, or the write failed) would be orphans: destroy them.
+            let stored: Vec<&str> = match &outcome {
+                Ok(RotateOutcome::Applied { created, .. }) => {
+                    created.iter().map(|k| k.kid.as_str()).collect()
+                }
+                _ => Vec::new(),
+            };
+            let orphans: Vec<String> = generated
+                .iter()
+                .filter(|m| m.backend != Backend::Software && !stored.contains(&m.kid.as_str()))
+                .map(|m| m.kid.clone())
+                .collect();
+            self.destroy_in_token(orphans, "generated for a slot another process filled")
+                .await;
+            match outcome? {
                 RotateOutcome::Applied { created, pruned } => {
+                    self.destroy_in_token(pruned.clone(), "pruned").await;
                     for key in &created {
                         tracing::info!(alg = %key.alg, kid = %key.kid, generation = key.generation,
                             activates_at = %key.activates_at, expires_at = %key.expires_at,
@@ -294,15 +391,59 @@ impl KeyService {
         }))
     }
 
-    /// Generates and seals a key of each algorithm in `algorithms` on a
-    /// blocking thread (RSA key generation would stall an async worker for
-    /// tens of milliseconds, RSA-4096 for seconds).
+    /// Destroys the token objects of `kids` (keys no longer in the store),
+    /// on a blocking thread. A failure is logged: an orphan in the token
+    /// signs nothing, since no store row names it.
+    async fn destroy_in_token(&self, kids: Vec<String>, why: &'static str) {
+        let Some(token) = self.inner.token.clone() else {
+            return;
+        };
+        if kids.is_empty() {
+            return;
+        }
+        let destroyed = tokio::task::spawn_blocking(move || {
+            for kid in kids {
+                match token.destroy(&kid) {
+                    Ok(0) => {}
+                    Ok(objects) => {
+                        tracing::info!(%kid, objects, why, "destroyed key in the PKCS#11 token");
+                    }
+                    Err(err) => {
+                        tracing::warn!(%kid, why, error = %err, "could not destroy key in the PKCS#11 token");
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(err) = destroyed {
+            tracing::warn!(error = %err, "destroying keys in the PKCS#11 token failed");
+        }
+    }
+
+    /// Generates a key of each algorithm in `algorithms` on a blocking
+    /// thread (RSA key generation would stall an async worker for tens of
+    /// milliseconds, RSA-4096 for seconds): inside the PKCS#11 token when one
+    /// is configured, else with aws-lc-rs, sealed.
     async fn generate(&self, algorithms: Vec<Algorithm>) -> Result<Vec<NewKeyMaterial>, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             algorithms
                 .into_iter()
                 .map(|alg| {
+                    if let Some(token) = &inner.token {
+                        let (public, kid) = token
+                            .generate(alg, inner.policy.rsa_key_size)
+                            .map_err(Error::internal)?;
+                        return Ok(NewKeyMaterial {
+                            alg,
+                            kid,
+                            public,
+                            sealed: SealedKey::none(),
+                            backend: Backend::Pkcs11 {
+                                token: token.identity().to_owned(),
+                            },
+                        });
+                    }
                     let key = SigningKey::generate_for(alg, inner.policy.rsa_key_size)
                         .map_err(Error::internal)?;
                     let mut der = key.to_pkcs8_der().map_err(Error::internal)?;
@@ -313,6 +454,7 @@ impl KeyService {
                         kid: key.kid().to_owned(),
                         public: key.jwk().public.clone(),
                         sealed: sealed?,
+                        backend: Backend::Software,
                     })
                 })
                 .collect::<Result<Vec<_>, Error>>()
@@ -367,7 +509,7 @@ impl KeyService {
                 skipped.insert(key.meta.kid.clone(), known);
                 continue;
             }
-            match open_stored(&self.inner.keks, &key) {
+            match open_key(&self.inner.keks, self.inner.token.as_ref(), &key) {
                 Ok(signing) => loaded.push(Arc::new(LoadedKey {
                     meta: key.meta,
                     key: signing,

@@ -9,7 +9,8 @@
 //! - [`health`]: whether the store answers and what `/health` reports;
 //! - [`defects`]: the catalogue of test tokens, and the one place every token
 //!   is assembled and signed;
-//! - [`claims`]: the custom claims a request may add, and their bounds.
+//! - [`claims`]: the custom claims a request may add, and their bounds;
+//! - [`token`]: whether the PKCS#11 token holding keys (if any) answers.
 //!
 //! REST and gRPC hold no key or token logic; they translate to a
 //! [`TokenRequest`] and back and call the same methods here. Every method that
@@ -26,6 +27,7 @@ pub mod oauth;
 mod refresher;
 #[cfg(test)]
 mod tests;
+mod token;
 
 use std::{
     collections::HashMap,
@@ -42,7 +44,7 @@ pub use self::{
     },
     lifecycle::{
         KeyFault, KeyStatus, PublishedKeyUnreadable, StartError, Unopenable, UnreadableKey,
-        open_stored,
+        open_key, open_stored,
     },
     oauth::{
         AccessToken, ActiveToken, ClientGrants, GrantRequest, Introspection, OAuthError,
@@ -84,6 +86,8 @@ struct Inner {
     revoked: oauth::RevokedTokens,
     /// Keys that sign the test tokens no verifier may trust (`defects`).
     unpublished: defects::UnpublishedKeys,
+    /// The PKCS#11 token new keys are generated in, if one is configured.
+    token: Option<Arc<crate::keys::pkcs11::Token>>,
 }
 
 impl KeyService {
@@ -111,6 +115,7 @@ impl KeyService {
                 faults: Faults::default(),
                 revoked: oauth::RevokedTokens::default(),
                 unpublished: defects::UnpublishedKeys::default(),
+                token: None,
             }),
         }
     }

@@ -145,6 +145,10 @@ impl From<Error> for OAuthError {
             Error::Busy | Error::NoSigningKey | Error::NoExpiredKey => {
                 OAuthErrorCode::TemporarilyUnavailable
             }
+            Error::SignerUnavailable(_) => {
+                tracing::warn!(error = %err.chain(), "oauth request refused: signing key unavailable");
+                OAuthErrorCode::TemporarilyUnavailable
+            }
             Error::Internal(_) => {
                 tracing::error!(error = %err.chain(), "oauth request failed");
                 OAuthErrorCode::ServerError

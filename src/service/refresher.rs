@@ -123,6 +123,7 @@ impl KeyService {
                 }
             }
             self.reload_revocations(clock()).await;
+            self.check_token(clock()).await;
             observer.health_changed(&self.health(clock())).await;
             self.forget_idle_callers();
             self.faults().refreshed(clock());

@@ -174,6 +174,7 @@ impl KeyStore for MemoryStore {
                 meta: meta.clone(),
                 public: material.public,
                 sealed: material.sealed,
+                backend: material.backend,
             });
             created.push(meta);
         }
@@ -245,6 +246,7 @@ mod tests {
                 nonce: vec![0; 12],
                 ciphertext: vec![1, 2, 3],
             },
+            backend: crate::keys::Backend::Software,
         }
     }
 

@@ -20,7 +20,7 @@ pub use sql::SqlStore;
 pub use url::{StoreUrl, redact};
 
 use crate::{
-    keys::{Algorithm, KeyMeta, crypto::PublicMembers, policy::Plan, seal::SealedKey},
+    keys::{Algorithm, Backend, KeyMeta, crypto::PublicMembers, policy::Plan, seal::SealedKey},
     time::Timestamp,
 };
 
@@ -31,8 +31,11 @@ pub struct StoredKey {
     pub meta: KeyMeta,
     /// The public members of its JWK, kept in the clear.
     pub public: PublicMembers,
-    /// The private key, sealed under a KEK.
+    /// The private key, sealed under a KEK ([`SealedKey::none`] for a key
+    /// held in a token: the store holds nothing private of it).
     pub sealed: SealedKey,
+    /// Where its private half lives.
+    pub backend: Backend,
 }
 
 /// A freshly generated key, sealed, waiting for a plan to give it a schedule.
@@ -44,8 +47,11 @@ pub struct NewKeyMaterial {
     pub kid: String,
     /// The public members of its JWK.
     pub public: PublicMembers,
-    /// The private key, sealed under a KEK.
+    /// The private key, sealed under a KEK ([`SealedKey::none`] for a key
+    /// held in a token).
     pub sealed: SealedKey,
+    /// Where its private half lives.
+    pub backend: Backend,
 }
 
 /// Pairs each planned key with the first unused material of its algorithm;

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     keys::{
-        Algorithm, KeyMeta,
+        Algorithm, Backend, KeyMeta,
         crypto::{ED25519, P256, PublicMembers},
         seal::SealedKey,
     },
@@ -48,7 +48,7 @@ pub struct SqlStore {
 macro_rules! columns {
     () => {
         "alg, generation, kid, published_at, activates_at, retires_at, expires_at, \
-         n, e, crv, x, y, kek_id, nonce, sealed_key"
+         n, e, crv, x, y, kek_id, nonce, sealed_key, backend, token"
     };
 }
 
@@ -235,6 +235,25 @@ fn from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {
             x: member("x")?,
         },
     };
+    let backend = match row.try_get::<String, _>("backend")?.as_str() {
+        "software" => Backend::Software,
+        "pkcs11" => Backend::Pkcs11 {
+            token: member("token")?,
+        },
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "key {kid} is held by an unknown backend {other:?}"
+            )));
+        }
+    };
+    let sealed = match backend {
+        Backend::Software => SealedKey {
+            kek_id: member("kek_id")?,
+            nonce: sealed_part(row, "nonce", &kid)?,
+            ciphertext: sealed_part(row, "sealed_key", &kid)?,
+        },
+        Backend::Pkcs11 { .. } => SealedKey::none(),
+    };
     Ok(StoredKey {
         meta: KeyMeta {
             alg,
@@ -246,12 +265,15 @@ fn from_row(row: &AnyRow) -> Result<StoredKey, StoreError> {
             expires_at: time("expires_at")?,
         },
         public,
-        sealed: SealedKey {
-            kek_id: row.try_get("kek_id")?,
-            nonce: row.try_get("nonce")?,
-            ciphertext: row.try_get("sealed_key")?,
-        },
+        sealed,
+        backend,
     })
+}
+
+/// A sealing column of a software key, which must be there.
+fn sealed_part(row: &AnyRow, col: &str, kid: &str) -> Result<Vec<u8>, StoreError> {
+    row.try_get::<Option<Vec<u8>>, _>(col)?
+        .ok_or_else(|| StoreError::Corrupt(format!("software key {kid} has no {col}")))
 }
 
 async fn load_all<'e, E>(executor: E) -> Result<Vec<StoredKey>, StoreError>
@@ -321,6 +343,12 @@ impl KeyStore for SqlStore {
         let mut created = Vec::with_capacity(plan.create.len());
         for (times, material) in plan.create.into_iter().zip(fresh) {
             let meta = times.into_meta(material.kid);
+            // A token-held key has no sealed columns; a software key no token.
+            let token = match &material.backend {
+                Backend::Software => None,
+                Backend::Pkcs11 { token } => Some(token.clone()),
+            };
+            let software = token.is_none();
             let (mut n, mut e, mut crv, mut x, mut y) = (None, None, None, None, None);
             match material.public {
                 PublicMembers::Rsa {
@@ -343,7 +371,7 @@ impl KeyStore for SqlStore {
             sqlx::query(concat!(
                 "INSERT INTO signing_keys (",
                 columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
             ))
             .bind(meta.alg.as_str())
             .bind(meta.generation)
@@ -357,9 +385,11 @@ impl KeyStore for SqlStore {
             .bind(crv)
             .bind(x)
             .bind(y)
-            .bind(material.sealed.kek_id)
-            .bind(material.sealed.nonce)
-            .bind(material.sealed.ciphertext)
+            .bind(software.then_some(material.sealed.kek_id))
+            .bind(software.then_some(material.sealed.nonce))
+            .bind(software.then_some(material.sealed.ciphertext))
+            .bind(material.backend.as_str())
+            .bind(token)
             .execute(&mut *tx)
             .await?;
             created.push(meta);

@@ -336,6 +336,10 @@ fn to_status(err: Error) -> Status {
         | Error::AudienceNotPermitted { .. } => (Code::PermissionDenied, ErrorDetails::new()),
         Error::RateLimited { .. } => (Code::ResourceExhausted, retry_info(&err)),
         Error::Busy => (Code::Unavailable, retry_info(&err)),
+        Error::SignerUnavailable(_) => {
+            tracing::warn!(error = %err.chain(), "IssueToken refused: signing key unavailable");
+            (Code::Unavailable, retry_info(&err))
+        }
         Error::NoSigningKey | Error::NoExpiredKey => (Code::Unavailable, ErrorDetails::new()),
         Error::Internal(_) => {
             tracing::error!(error = %err.chain(), "IssueToken failed");

@@ -19,6 +19,7 @@ mod oauth;
 mod oauth_grpc;
 mod operator;
 mod ops;
+mod pkcs11;
 mod probe;
 mod replicas;
 mod reporting;

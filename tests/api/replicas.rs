@@ -38,11 +38,11 @@ use crate::helpers::{ServerProcess, TEST_KEK, claims, header, kids, now, verify}
 
 type Replica = ServerProcess;
 
-/// A database of its own for one test.
-struct TestDatabase {
+/// A database of its own for one test (also used by `pkcs11.rs`).
+pub(crate) struct TestDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 /// Where to find a PostgreSQL role that may create databases: the URL in
@@ -106,7 +106,7 @@ fn redacted(url: &str) -> String {
 }
 
 impl TestDatabase {
-    async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let admin_url = admin_url().to_owned();
         let name = format!(
             "jwks_test_{}_{}",
@@ -141,7 +141,7 @@ impl TestDatabase {
         }
     }
 
-    async fn keys(&self) -> Vec<StoredKey> {
+    pub(crate) async fn keys(&self) -> Vec<StoredKey> {
         let store = SqlStore::connect(&self.url).await.unwrap();
         let keys = store.load().await.unwrap();
         store.close().await;
@@ -159,7 +159,7 @@ impl TestDatabase {
 
     /// Waits (at most `limit`) for a key newer than `generation` to be
     /// stored, and returns the newest generation then.
-    async fn generation_above(&self, generation: i64, limit: Duration) -> i64 {
+    pub(crate) async fn generation_above(&self, generation: i64, limit: Duration) -> i64 {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let now = self.max_generation().await;
@@ -297,7 +297,7 @@ impl Replica {
 }
 
 /// Asserts the store holds exactly one key per rotation slot of each algorithm.
-fn assert_one_key_per_slot(keys: &[StoredKey]) {
+pub(crate) fn assert_one_key_per_slot(keys: &[StoredKey]) {
     let algorithms: HashSet<_> = keys.iter().map(|k| k.meta.alg).collect();
     for alg in algorithms {
         let mut by_generation: Vec<&StoredKey> =

@@ -71,6 +71,10 @@ impl From<Error> for ApiError {
             Error::NoSigningKey | Error::NoExpiredKey | Error::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Error::SignerUnavailable(_) => {
+                tracing::warn!(error = %err.chain(), "request refused: signing key unavailable");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Internal(_) => {
                 tracing::error!(error = %err.chain(), "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -98,7 +102,9 @@ impl From<Error> for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"jwks-server\", charset=\"UTF-8\""),
             ),
-            Error::RateLimited { .. } | Error::Busy => match err.retry_after_secs() {
+            Error::RateLimited { .. } | Error::Busy | Error::SignerUnavailable(_) => match err
+                .retry_after_secs()
+            {
                 Some(seconds) => api.with_header(header::RETRY_AFTER, HeaderValue::from(seconds)),
                 None => api,
             },
