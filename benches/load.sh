@@ -773,6 +773,7 @@ row rest_auth_2cpu "${RPS[rest_auth]:-}" "one core" "$TWO_CORE_GAIN"
 row grpc_issue_2cpu "${RPS[grpc_issue]:-}" "one core" "$TWO_CORE_GAIN"
 row rest_oauth_token "${RPS[rest_auth]:-}" "POST /auth" "$OAUTH_TOKEN_VS_AUTH"
 row rest_introspect "${VERIFIES[rsa2048]:-}" "rsa2048 verify" "$INTROSPECT_VS_VERIFY"
+row rest_auth_hsm "${RPS[rest_auth]:-}" "software key" ""
 echo
 cat <<EOF
 req/s: the median run; per core: req/s divided by the server's CPU share, what

@@ -228,6 +228,12 @@ pub struct Token {
     pin: AuthPin,
     /// How many idle sessions to keep: one per core.
     pool_size: usize,
+    /// At most `pool_size` calls into the module at once, admitted in the
+    /// order they came: the module works on the caller's thread, so more
+    /// would only time-slice the same cores, and an unfair wait let late
+    /// callers overtake early ones (p99 500 ms against a p50 of 30 ms under
+    /// 64 connections before this).
+    turns: tokio::sync::Semaphore,
     live: Mutex<Live>,
 }
 
@@ -340,6 +346,7 @@ impl Token {
                 }
             }
         }
+        let pool_size = std::thread::available_parallelism().map_or(2, |n| n.get());
         let token = Self {
             ctx,
             slot: RwLock::new(slot),
@@ -347,7 +354,8 @@ impl Token {
             label,
             serial,
             pin: AuthPin::from(config.pin.expose_secret().to_owned()),
-            pool_size: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            pool_size,
+            turns: tokio::sync::Semaphore::new(pool_size),
             live: Mutex::new(Live::default()),
         };
         // Another process logging in to the same token at the same instant
@@ -516,6 +524,8 @@ impl Token {
         &self,
         work: impl FnOnce(&Session) -> Result<T, CkError>,
     ) -> Result<T, TokenError> {
+        // Never closed, so the wait ends with a turn.
+        let _turn = wait_for(self.turns.acquire());
         self.reconnect()?;
         let slot = match self.slot.read() {
             Ok(guard) => guard,
@@ -813,6 +823,28 @@ fn unwrap_octet_string(bytes: &[u8], len: usize) -> Vec<u8> {
         return bytes[2..].to_vec();
     }
     bytes.to_vec()
+}
+
+/// Waits on this thread for `future`: the caller is already off the async
+/// workers (see `off_the_async_workers` in `keys::crypto`), so parking it is
+/// what waiting means here. The waker unparks the thread; a spurious unpark
+/// only polls once more.
+fn wait_for<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
 }
 
 #[cfg(test)]
