@@ -48,10 +48,13 @@ async fn main() -> ExitCode {
     }
     telemetry::init(cli.config.log_format);
     let result = match &cli.command {
-        None | Some(Command::Serve) => match Application::build(cli.config.clone()).await {
-            Ok(app) => app.run(shutdown_signal()).await.map(|()| true),
-            Err(err) => Err(err),
-        },
+        None | Some(Command::Serve) => {
+            let shutdown = shutdown_signal();
+            match Application::build(cli.config.clone()).await {
+                Ok(app) => app.run(shutdown).await.map(|()| true),
+                Err(err) => Err(err),
+            }
+        }
         Some(Command::Keys { action }) => admin::run(&cli.config, action)
             .await
             .map(|out| print_out(format_args!("{out}"))),
@@ -85,30 +88,42 @@ fn print_out(out: std::fmt::Arguments<'_>) -> bool {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed when
+/// this is called, not when it is first awaited: called before the listeners
+/// open, a signal that arrives while the server starts (a deploy that stops
+/// it at once) asks it to stop instead of killing it.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for {name}");
+                None
+            }
+        };
+        let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+        let terminate = listen(SignalKind::terminate(), "SIGTERM");
+        async move {
+            let wait = |stream: Option<tokio::signal::unix::Signal>| async move {
+                match stream {
+                    Some(mut stream) => {
+                        stream.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {},
+                () = wait(terminate) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -188,6 +188,26 @@ async fn max_age_is_capped_by_the_time_until_the_next_key_is_published() {
 }
 
 #[tokio::test]
+async fn sigterm_as_soon_as_the_server_says_it_listens_is_a_clean_stop() {
+    // The handlers are in place before the listeners open: a deploy that
+    // stops a server the moment it started gets exit 0, never a process
+    // killed by the signal. Several rounds, since the old race was narrow.
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}/jwks.db", dir.path().display());
+        let server = ServerProcess::spawn(&[("JWKS_STORE", &store)]).await;
+        let pid = server.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let (status, log) = server.exited(Duration::from_secs(30)).await;
+        assert!(status.success(), "round {round}: {status}: {log}");
+    }
+}
+
+#[tokio::test]
 async fn sigterm_lets_accepted_requests_finish_refuses_new_ones_and_exits_zero() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
