@@ -481,11 +481,15 @@ impl SigningKey {
     /// trailing newline (as `openssl pkey -pubout` writes it). RSA keys only:
     /// `None` for the others.
     pub fn public_key_pem(&self) -> Option<String> {
-        let Pair::Rsa { pair, .. } = &self.pair else {
+        // From the published members, so a key held in a PKCS#11 token has
+        // one too: the SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) of an
+        // rsaEncryption key (RFC 8017 A.1) wraps its `RSAPublicKey`.
+        let PublicMembers::Rsa { n, e } = &self.jwk.public else {
             return None;
         };
-        let der = pair.public_key().as_der().ok()?;
-        let text = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let rsa_public_key = rsa_public_der(&B64.decode(n).ok()?, &B64.decode(e).ok()?);
+        let der = rsa_spki_der(&rsa_public_key);
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
         for line in text.as_bytes().chunks(64) {
             pem.push_str(std::str::from_utf8(line).ok()?);
@@ -551,27 +555,29 @@ fn off_the_async_workers<T>(call: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A DER length (X.690 §8.1.3): short form below 128, else long form.
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+}
+
 /// DER of an RSA public key (RFC 8017 A.1.1 `RSAPublicKey`), the form
 /// aws-lc-rs verifies with.
 fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
-    fn length(len: usize, out: &mut Vec<u8>) {
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|b| *b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-    }
     fn integer(value: &[u8], out: &mut Vec<u8>) {
         let value: Vec<u8> = value.iter().copied().skip_while(|b| *b == 0).collect();
         let pad = value.first().is_none_or(|b| b & 0x80 != 0);
         out.push(0x02);
-        length(value.len() + usize::from(pad), out);
+        der_length(value.len() + usize::from(pad), out);
         if pad {
             out.push(0);
         }
@@ -581,8 +587,26 @@ fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     integer(n, &mut body);
     integer(e, &mut body);
     let mut der = vec![0x30];
-    length(body.len(), &mut der);
+    der_length(body.len(), &mut der);
     der.extend(body);
+    der
+}
+
+/// `SubjectPublicKeyInfo` (RFC 5280 §4.1.2.7) around an `RSAPublicKey`:
+/// the rsaEncryption algorithm (1.2.840.113549.1.1.1, NULL parameters) and
+/// the key as a BIT STRING.
+fn rsa_spki_der(rsa_public_key: &[u8]) -> Vec<u8> {
+    const RSA_ENCRYPTION: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut bits = vec![0x03];
+    der_length(rsa_public_key.len() + 1, &mut bits);
+    bits.push(0); // no unused bits
+    bits.extend(rsa_public_key);
+    let mut der = vec![0x30];
+    der_length(RSA_ENCRYPTION.len() + bits.len(), &mut der);
+    der.extend(RSA_ENCRYPTION);
+    der.extend(bits);
     der
 }
 
@@ -740,6 +764,29 @@ mod tests {
             [
                 0x30, 0x09, 0x02, 0x02, 0x00, 0x80, 0x02, 0x03, 0x01, 0x00, 0x01
             ]
+        );
+    }
+
+    #[test]
+    fn the_public_key_pem_built_from_n_and_e_is_aws_lc_rs_own_subject_public_key_info() {
+        let key = SigningKey::generate().unwrap();
+        let der = key.to_pkcs8_der().unwrap();
+        let pair = RsaKeyPair::from_pkcs8(&der).unwrap();
+        let spki = pair.public_key().as_der().unwrap();
+        let body: String = key
+            .public_key_pem()
+            .unwrap()
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        assert_eq!(decoded, spki.as_ref());
+        assert!(
+            key.public_key_pem()
+                .unwrap()
+                .ends_with("-----END PUBLIC KEY-----\n")
         );
     }
 

@@ -340,6 +340,23 @@ async fn keys_in_the_token_sign_tokens_that_verify_against_the_jwks_through_both
     let kid = header(&expired.text().await.unwrap())["kid"].clone();
     assert!(!kids(&published).contains(&kid.as_str().unwrap().to_owned()));
     assert!(hsm.private_ids().contains(&id_of(kid.as_str().unwrap())));
+
+    // The catalogue works with token-held keys too: every defect applies, and
+    // the algorithm-confusion token is keyed with the PEM of the token's
+    // RSA key, built from its published members.
+    for defect in ["hs256-public-key", "no-kid", "bad-signature"] {
+        let response = rest_token(&server, &format!("?alg=RS256&defect={defect}")).await;
+        assert_eq!(response.status(), 200, "defect={defect}");
+        let token = response.text().await.unwrap();
+        assert!(
+            verify_any(&token, &published).is_err(),
+            "{defect} must not verify"
+        );
+        if defect == "hs256-public-key" {
+            assert_eq!(header(&token)["alg"], "HS256");
+            assert!(kids(&published).contains(&header(&token)["kid"].as_str().unwrap().to_owned()));
+        }
+    }
 }
 
 #[tokio::test]
