@@ -317,9 +317,9 @@ fn to_status(err: Error) -> Status {
              x-client-secret"
         ),
         // The domain says what is so; the operator's way to change it is a flag.
-        Error::ExpiredTokensDisabled => format!(
-            "{err}; start it with --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow them"
-        ),
+        Error::ExpiredTokensDisabled => {
+            format!("{err}; start it with --test-tokens=true (JWKS_TEST_TOKENS=true) to allow them")
+        }
         Error::TestTokensDisabled(_) => {
             format!("{err}; start it with --test-tokens=true (JWKS_TEST_TOKENS=true) to allow them")
         }

@@ -238,7 +238,7 @@ async fn expired_tokens_can_be_switched_off_through_both_doors() {
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("--expired-tokens=true"),
+            .contains("--test-tokens=true"),
         "{body}"
     );
     let status = app
@@ -251,7 +251,7 @@ async fn expired_tokens_can_be_switched_off_through_both_doors() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert!(status.message().contains("--expired-tokens=true"));
+    assert!(status.message().contains("--test-tokens=true"));
     // Valid tokens are unaffected.
     verify(&app.token("").await, &app.jwks().await).unwrap();
 }

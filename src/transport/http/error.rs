@@ -84,7 +84,7 @@ impl From<Error> for ApiError {
         // operator changes it, in the words (flags, fields) it knows.
         let detail = match &err {
             Error::ExpiredTokensDisabled => format!(
-                "{err}; start it with --expired-tokens=true (JWKS_EXPIRED_TOKENS=true) to allow \
+                "{err}; start it with --test-tokens=true (JWKS_TEST_TOKENS=true) to allow \
                  them"
             ),
             Error::TestTokensDisabled(_) => format!(
