@@ -524,8 +524,10 @@ impl Token {
         &self,
         work: impl FnOnce(&Session) -> Result<T, CkError>,
     ) -> Result<T, TokenError> {
-        // Never closed, so the wait ends with a turn.
-        let _turn = wait_for(self.turns.acquire());
+        // Never closed, so the wait ends with a turn. The caller is already
+        // off the async workers (`off_the_async_workers` in `keys::crypto`),
+        // so parking this thread is what waiting means here.
+        let _turn = futures_executor::block_on(self.turns.acquire());
         self.reconnect()?;
         let slot = match self.slot.read() {
             Ok(guard) => guard,
@@ -823,28 +825,6 @@ fn unwrap_octet_string(bytes: &[u8], len: usize) -> Vec<u8> {
         return bytes[2..].to_vec();
     }
     bytes.to_vec()
-}
-
-/// Waits on this thread for `future`: the caller is already off the async
-/// workers (see `off_the_async_workers` in `keys::crypto`), so parking it is
-/// what waiting means here. The waker unparks the thread; a spurious unpark
-/// only polls once more.
-fn wait_for<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
 }
 
 #[cfg(test)]
