@@ -296,38 +296,25 @@ impl Token {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(module_error(short(&e))),
         }
-        let slots = ctx
-            .get_slots_with_initialized_token()
-            .map_err(|e| module_error(short(&e)))?;
-        let mut seen = Vec::new();
-        let mut found = None;
-        for slot in slots {
-            let Ok(info) = ctx.get_token_info(slot) else {
-                continue;
-            };
-            let label = info.label().trim().to_owned();
-            let serial = info.serial_number().trim().to_owned();
-            let identity = format!("{label} ({serial})");
-            let matches = match &config.token {
-                TokenSelector::Label(wanted) => label == *wanted,
-                TokenSelector::Slot(id) => slot.id() == *id,
-            };
-            seen.push(format!("{label:?} in slot {}", slot.id()));
-            if matches && found.is_none() {
-                found = Some((slot, identity, label, serial));
+        // Another process writing the same token (a replica starting beside
+        // this one on a shared SoftHSM2 directory) can make it look absent
+        // for a moment: read the slots again, afresh, a few times.
+        let mut tries = 1;
+        let (slot, identity, label, serial) = loop {
+            match find_token(&ctx, &config.token) {
+                Ok(found) => break found,
+                Err(TokenError::NoToken(..)) if tries < LOGIN_TRIES => {
+                    std::thread::sleep(Duration::from_millis(100 * tries));
+                    tries += 1;
+                    let _ = ctx.clone().finalize();
+                    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+                        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                        Err(e) => return Err(module_error(short(&e))),
+                    }
+                }
+                Err(TokenError::Module { reason, .. }) => return Err(module_error(reason)),
+                Err(err) => return Err(err),
             }
-        }
-        let Some((slot, identity, label, serial)) = found else {
-            let wanted = match &config.token {
-                TokenSelector::Label(label) => format!("labelled {label:?}"),
-                TokenSelector::Slot(id) => format!("in slot {id}"),
-            };
-            let seen = if seen.is_empty() {
-                "none".to_owned()
-            } else {
-                seen.join(", ")
-            };
-            return Err(TokenError::NoToken(wanted, seen));
         };
         // The list, not C_GetMechanismInfo one by one: modules may answer
         // the info of a mechanism they do not offer (SoftHSM2 does, for
@@ -506,6 +493,26 @@ impl Token {
 
     /// Forgets every session and handle, recording why: the next call
     /// reconnects.
+    /// Drops the login so the next call restarts the module and sees the
+    /// token as it is now; false when that was tried less than a second
+    /// ago (a key that is really gone must not restart it per request).
+    fn read_afresh(&self) -> bool {
+        let mut live = self.lock();
+        if live
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return false;
+        }
+        tracing::info!(token = %self.identity, "a key is not in the token as last read; reading it afresh");
+        live.idle.clear();
+        live.handles.clear();
+        live.login = None;
+        live.lost = Some("reading the token afresh".into());
+        live.last_attempt = None;
+        true
+    }
+
     fn disconnect(&self, why: &TokenError) {
         let mut live = self.lock();
         if live.login.is_some() {
@@ -706,12 +713,22 @@ impl Token {
                 data,
             ),
         };
-        let signed = self.with_session(|session| {
-            let Some(key) = self.private_key(session, &id)? else {
-                return Ok(None);
-            };
-            session.sign(&mechanism, key, input).map(Some)
-        })?;
+        let attempt = || {
+            self.with_session(|session| {
+                let Some(key) = self.private_key(session, &id)? else {
+                    return Ok(None);
+                };
+                session.sign(&mechanism, key, input).map(Some)
+            })
+        };
+        let mut signed = attempt()?;
+        // A key another process made (a replica sharing the token) may not
+        // show to a login opened before it: some modules (SoftHSM2's file
+        // store) read other processes' objects only when they start. Read the
+        // token afresh, at most once a second, and look once more.
+        if signed.is_none() && self.read_afresh() {
+            signed = attempt()?;
+        }
         signed.ok_or_else(|| TokenError::KeyMissing {
             token: self.identity.clone(),
             kid: kid.to_owned(),
@@ -825,6 +842,55 @@ fn unwrap_octet_string(bytes: &[u8], len: usize) -> Vec<u8> {
         return bytes[2..].to_vec();
     }
     bytes.to_vec()
+}
+
+/// The slot of the token `selector` names, with its identity, label and
+/// serial number.
+///
+/// # Errors
+///
+/// [`TokenError::NoToken`] naming the tokens seen, or
+/// [`TokenError::Module`] when the slots cannot be listed.
+fn find_token(
+    ctx: &Pkcs11,
+    selector: &TokenSelector,
+) -> Result<(Slot, String, String, String), TokenError> {
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| TokenError::Module {
+            path: String::new(),
+            reason: short(&e),
+        })?;
+    let mut seen = Vec::new();
+    let mut found = None;
+    for slot in slots {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        let label = info.label().trim().to_owned();
+        let serial = info.serial_number().trim().to_owned();
+        let identity = format!("{label} ({serial})");
+        let matches = match selector {
+            TokenSelector::Label(wanted) => label == *wanted,
+            TokenSelector::Slot(id) => slot.id() == *id,
+        };
+        seen.push(format!("{label:?} in slot {}", slot.id()));
+        if matches && found.is_none() {
+            found = Some((slot, identity, label, serial));
+        }
+    }
+    found.ok_or_else(|| {
+        let wanted = match selector {
+            TokenSelector::Label(label) => format!("labelled {label:?}"),
+            TokenSelector::Slot(id) => format!("in slot {id}"),
+        };
+        let seen = if seen.is_empty() {
+            "none".to_owned()
+        } else {
+            seen.join(", ")
+        };
+        TokenError::NoToken(wanted, seen)
+    })
 }
 
 #[cfg(test)]

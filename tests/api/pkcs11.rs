@@ -666,9 +666,14 @@ async fn replicas_sharing_one_token_and_postgres_fill_each_slot_once_and_leave_n
     let (a, b) = tokio::join!(ServerProcess::spawn(&env), ServerProcess::spawn(&env));
     db.generation_above(3, Duration::from_secs(60)).await;
 
-    let token = rest_token(&a, "").await.text().await.unwrap();
+    let response = rest_token(&a, "").await;
+    let status = response.status();
+    let token = response.text().await.unwrap();
+    assert_eq!(status, 200, "{token}\n{}", a.log_text());
     assert!(verify_any(&token, &jwks(&b).await).is_ok());
-    let token = grpc_token(&b, "ES256").await.unwrap();
+    let token = grpc_token(&b, "ES256")
+        .await
+        .unwrap_or_else(|status| panic!("{status:?}\n{}", b.log_text()));
     assert!(verify_any(&token, &jwks(&a).await).is_ok());
     tokio::join!(stop(a), stop(b));
 
