@@ -198,6 +198,112 @@ async fn half_sent_grpc_messages_are_cut_off_and_do_not_pin_memory() {
     );
 }
 
+/// An `IssueToken` call on a raw h2 connection whose message is sent in two
+/// DATA frames `pause` apart (none when zero): its token, once answered.
+async fn issue_token_in_pieces(
+    mut client: h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+    alg: &str,
+    pause: Duration,
+) -> String {
+    use prost::Message;
+    let message = jwks_server::proto::IssueTokenRequest {
+        alg: Some(alg.to_owned()),
+        subject: Some("pieces".to_owned()),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&message);
+    let request = http::Request::post(format!("http://{addr}/jwks.v1.KeyService/IssueToken"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    client = client.ready().await.unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    let (first, rest) = framed.split_at(if pause.is_zero() { 0 } else { 7 });
+    if !first.is_empty() {
+        body.send_data(Bytes::copy_from_slice(first), false)
+            .unwrap();
+        tokio::time::sleep(pause).await;
+    }
+    body.send_data(Bytes::copy_from_slice(rest), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("answered within 10 s")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut answer = Vec::new();
+    while let Some(chunk) = body.data().await {
+        answer.extend_from_slice(&chunk.unwrap());
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0", "{trailers:?}");
+    assert!(answer.len() > 5 && answer[0] == 0, "{answer:?}");
+    jwks_server::proto::IssueTokenResponse::decode(&answer[5..])
+        .unwrap()
+        .token
+}
+
+/// Calls whose message is whole when they start, and calls whose message
+/// arrives 200 ms later, all at once on one connection: every one answered
+/// with a token the JWKS verifies.
+async fn whole_and_late_messages_are_answered(http: &str, grpc: SocketAddr) {
+    let (client, _connection) = h2_connect(grpc).await;
+    let calls = (0..16).map(|i| {
+        let pause = if i % 2 == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(200)
+        };
+        let alg = if i % 4 < 2 { "ES256" } else { "RS256" };
+        tokio::spawn(issue_token_in_pieces(client.clone(), grpc, alg, pause))
+    });
+    let mut tokens = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        tokens.push(call.await);
+    }
+    let jwks: Value = reqwest::get(format!("{http}/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for token in tokens {
+        let token = token.unwrap();
+        let verified = crate::algorithms::verify_any(&token, &jwks).unwrap();
+        assert_eq!(verified.claims["sub"], "pieces");
+    }
+}
+
+/// On one worker thread each call is first run where the connection hands it
+/// over and only spawned when it has to wait; on more, each is spawned. Both
+/// ways answer every call, whether its message is in hand or still arriving.
+#[tokio::test]
+async fn grpc_calls_are_answered_on_one_worker_thread_and_on_several() {
+    let app = spawn_app_with(|config| {
+        config.algorithms = jwks_server::config::Algorithms(
+            ["ES256", "RS256"].map(|a| a.parse().unwrap()).to_vec(),
+        );
+    })
+    .await;
+    whole_and_late_messages_are_answered(&app.http, app.grpc_addr).await;
+    for workers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}/jwks.db", dir.path().display());
+        let server = ServerProcess::spawn(&[
+            ("JWKS_STORE", &store),
+            ("JWKS_ALGORITHMS", "ES256,RS256"),
+            ("TOKIO_WORKER_THREADS", workers),
+        ])
+        .await;
+        whole_and_late_messages_are_answered(&server.http, server.grpc).await;
+    }
+}
+
 #[tokio::test]
 async fn every_grpc_service_refuses_messages_over_16_kib() {
     let app = spawn_app_with(|_| {}).await;
