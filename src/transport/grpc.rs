@@ -71,6 +71,10 @@ impl HealthHandle {
 
 /// Every gRPC service this server exposes, and the metrics their calls feed.
 pub struct Services {
+    /// `jwks.v1.KeyService`, which the listener calls directly: its calls
+    /// are the hot path, and a path prefix is all tonic's router would check.
+    key_service: KeyServiceServer<GrpcKeyService>,
+    /// Health, reflection, and UNIMPLEMENTED for any other service.
     routes: Routes,
     metrics: Arc<Metrics>,
 }
@@ -81,14 +85,13 @@ pub async fn routes(service: KeyService, metrics: Arc<Metrics>) -> (HealthHandle
     let handle = HealthHandle { reporter };
     handle.update(&service.health(Timestamp::now())).await;
 
-    let mut routes = Routes::new(
-        KeyServiceServer::new(GrpcKeyService {
-            service,
-            metrics: metrics.clone(),
-        })
-        .max_decoding_message_size(MAX_REQUEST_BYTES),
-    )
-    .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES));
+    let key_service = KeyServiceServer::new(GrpcKeyService {
+        service,
+        metrics: metrics.clone(),
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let mut routes = Routes::new(key_service.clone())
+        .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES));
     // Reflection is a debugging aid: if it cannot be built, serve without it.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -106,7 +109,14 @@ pub async fn routes(service: KeyService, metrics: Arc<Metrics>) -> (HealthHandle
         }
         Err(err) => tracing::error!(error = %err, "gRPC reflection v1alpha unavailable"),
     }
-    (handle, Services { routes, metrics })
+    (
+        handle,
+        Services {
+            key_service,
+            routes: routes.prepare(),
+            metrics,
+        },
+    )
 }
 
 struct GrpcKeyService {

@@ -18,7 +18,8 @@ use hyper::{body::Incoming, http};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::{Status, service::Routes, transport::server::TcpConnectInfo};
 
-use super::{Services, observe};
+use super::{GrpcKeyService, Services, observe};
+use crate::proto::key_service_server::KeyServiceServer;
 use crate::transport::connections::{self, Limits};
 
 /// A gRPC connection's socket, presented to h2 as not supporting vectored
@@ -80,13 +81,18 @@ pub async fn serve(
 ) {
     let local_addr = listener.local_addr().ok();
     let builder = limits.builder().http2_only();
-    let Services { routes, metrics } = services;
+    let Services {
+        key_service,
+        routes,
+        metrics,
+    } = services;
     let observe = observe::ObserveLayer::new(metrics);
     // Outside the deadline, so a call it cuts off is counted too.
     let make_service = move |peer: SocketAddr| {
         tower::Layer::layer(
             &observe,
             WithDeadline {
+                key_service: key_service.clone(),
                 routes: routes.clone(),
                 timeout: limits.request_timeout,
                 connect_info: TcpConnectInfo {
@@ -107,6 +113,12 @@ pub async fn serve(
     .await;
 }
 
+/// Where the calls of `jwks.v1.KeyService` go: `/jwks.v1.KeyService/METHOD`.
+const KEY_SERVICE_PATH: &str = concat!("/", "jwks.v1.KeyService", "/");
+
+type BoxedCall =
+    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
+
 /// Every call, to any service, with the peer address tonic's
 /// `Request::remote_addr` reads, and a deadline: the request timeout, or the
 /// client's `grpc-timeout` when that is shorter. A call still unanswered then
@@ -114,6 +126,7 @@ pub async fn serve(
 /// DEADLINE_EXCEEDED, and whatever it held is freed.
 #[derive(Clone)]
 struct WithDeadline {
+    key_service: KeyServiceServer<GrpcKeyService>,
     routes: Routes,
     timeout: Duration,
     connect_info: TcpConnectInfo,
@@ -132,7 +145,11 @@ impl tower::Service<http::Request<Incoming>> for WithDeadline {
         let timeout =
             grpc_timeout(request.headers()).map_or(self.timeout, |asked| asked.min(self.timeout));
         request.extensions_mut().insert(self.connect_info.clone());
-        let call = self.routes.call(request);
+        let call: BoxedCall = if request.uri().path().starts_with(KEY_SERVICE_PATH) {
+            self.key_service.call(request.map(tonic::body::Body::new))
+        } else {
+            Box::pin(self.routes.call(request))
+        };
         Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
                 Ok(response) => response,
@@ -168,6 +185,12 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_service_calls_are_told_apart_by_the_service_name_tonic_routes_on() {
+        use crate::proto::key_service_server::SERVICE_NAME;
+        assert_eq!(KEY_SERVICE_PATH, format!("/{SERVICE_NAME}/"));
+    }
 
     #[test]
     fn grpc_timeouts_read_as_the_spec_writes_them() {
