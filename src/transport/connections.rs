@@ -14,7 +14,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -28,7 +31,7 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::Semaphore,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -221,7 +224,8 @@ pub async fn serve<Io, S, B>(
         };
         backoff.succeeded();
         let _ = stream.set_nodelay(true);
-        let (activity, mut watched) = Activity::new();
+        let activity = Activity::new();
+        let watched = activity.clone();
         let service = Tracked {
             inner: make_service(peer),
             activity,
@@ -251,7 +255,7 @@ pub async fn serve<Io, S, B>(
                         closing = true;
                         connection.as_mut().graceful_shutdown();
                     }
-                    () = idle(&mut watched, &limits), if !closing => {
+                    () = idle(&watched, &limits), if !closing => {
                         closing = true;
                         // A peer that ignores the GOAWAY gets one more request
                         // timeout to finish, then the socket is closed.
@@ -282,54 +286,78 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Resolves once the connection has had no request in flight for its
-/// allowance: the request timeout before its first request, the idle timeout
-/// after.
-async fn idle(activity: &mut watch::Receiver<Counts>, limits: &Limits) {
+/// allowance: the request timeout from accept when no request has come yet,
+/// the idle timeout after the last one finished.
+async fn idle(activity: &Activity, limits: &Limits) {
     loop {
-        let counts = *activity.borrow_and_update();
-        if counts.in_flight > 0 {
-            if activity.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-            continue;
-        }
-        let allowance = if counts.started == 0 {
-            limits.request_timeout
-        } else {
-            limits.idle_timeout
+        let now = Instant::now();
+        let deadline = match activity.quiet_since() {
+            // Whatever is in flight ends within its own deadline; look again
+            // one allowance from now at the latest.
+            Quiet::Busy => now + limits.idle_timeout.max(Duration::from_millis(1)),
+            Quiet::SinceAccept => activity.0.accepted + limits.request_timeout,
+            Quiet::Since(at) => at + limits.idle_timeout,
         };
-        tokio::select! {
-            () = tokio::time::sleep(allowance) => return,
-            changed = activity.changed() => if changed.is_err() {
-                return std::future::pending().await;
-            },
+        if deadline <= now {
+            return;
         }
+        tokio::time::sleep_until(deadline).await;
     }
 }
 
-/// Requests started on a connection, and how many have not finished.
-#[derive(Clone, Copy, Debug, Default)]
+/// Since when a connection has had nothing in flight.
+#[derive(Clone, Copy, Debug)]
+enum Quiet {
+    /// No request yet.
+    SinceAccept,
+    /// Since its last request finished.
+    Since(Instant),
+    /// A request is in flight.
+    Busy,
+}
+
+/// A connection's requests: how many have started, how many have not
+/// finished, and when the last one finished. Counted with atomics, as every
+/// request passes through here twice; the connection's task reads them only
+/// when its idle timer fires.
 struct Counts {
-    started: u64,
-    in_flight: usize,
+    accepted: Instant,
+    started: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Microseconds from `accepted` to when the last request finished.
+    last_finished: AtomicU64,
 }
 
 /// The connection's side of [`Counts`], shared by its service's clones.
 #[derive(Clone)]
-struct Activity(Arc<watch::Sender<Counts>>);
+struct Activity(Arc<Counts>);
 
 impl Activity {
-    fn new() -> (Self, watch::Receiver<Counts>) {
-        let (sender, receiver) = watch::channel(Counts::default());
-        (Self(Arc::new(sender)), receiver)
+    fn new() -> Self {
+        Self(Arc::new(Counts {
+            accepted: Instant::now(),
+            started: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_finished: AtomicU64::new(0),
+        }))
     }
 
     fn started(&self) -> InFlight {
-        self.0.send_modify(|counts| {
-            counts.started += 1;
-            counts.in_flight += 1;
-        });
+        self.0.started.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
+    }
+
+    fn quiet_since(&self) -> Quiet {
+        let counts = &*self.0;
+        if counts.in_flight.load(Ordering::Acquire) > 0 {
+            return Quiet::Busy;
+        }
+        if counts.started.load(Ordering::Relaxed) == 0 {
+            return Quiet::SinceAccept;
+        }
+        let micros = counts.last_finished.load(Ordering::Relaxed);
+        Quiet::Since(counts.accepted + Duration::from_micros(micros))
     }
 }
 
@@ -338,7 +366,12 @@ struct InFlight(Activity);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.0.send_modify(|counts| counts.in_flight -= 1);
+        let counts = &*self.0.0;
+        let micros = u64::try_from(counts.accepted.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Before the count drops, so whoever sees nothing in flight also
+        // sees when it ended.
+        counts.last_finished.fetch_max(micros, Ordering::Relaxed);
+        counts.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
