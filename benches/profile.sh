@@ -18,6 +18,7 @@
 # not counted at all, and valgrind's CPU lacks some instructions the crypto
 # uses on real hardware (ADX), so the signature's share is larger here than
 # on the machine. benches/load.sh measures the time; this says where it goes.
+# The server runs on one core (taskset -c 0), as in benches/load.sh.
 # Needs valgrind (apt-get install valgrind), wrk, curl; builds the release
 # server and the gRPC load generator (benches/grpc_load.rs).
 set -euo pipefail
@@ -68,7 +69,9 @@ printf "%-12s %9s %9s %9s %9s %9s %9s %9s\n" scenario total signature token serv
 for scenario in $SCENARIOS; do
     door=${scenario%%:*} alg=${scenario#*:}
     out="$WORK/callgrind.$door.$alg"
-    RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+    # On one core, as benches/load.sh runs it: the runtime then has one worker
+    # thread, which changes how HTTP/2 streams are run (see StreamExecutor).
+    RUST_LOG=warn taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
         "$BIN" --store "sqlite://$WORK/keys.db" --algorithms "$alg" \
         --http-addr "127.0.0.1:$HTTP_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" >"$WORK/server.log" 2>&1 &
     PID=$!
