@@ -224,16 +224,19 @@ fn removal_risk(state: KeyState) -> Option<&'static str> {
 ///
 /// # Errors
 ///
-/// [`StartupError::Serve`] when standard input cannot be read or holds no
+/// [`StartupError::Refused`] when standard input cannot be read or holds no
 /// secret; [`StartupError::Clients`] when hashing fails.
 pub fn hash_secret_from_stdin() -> Result<String, StartupError> {
     let mut secret = String::new();
-    std::io::stdin()
-        .read_line(&mut secret)
-        .map_err(|e| StartupError::Serve(format!("cannot read the secret from stdin: {e}")))?;
+    std::io::stdin().read_line(&mut secret).map_err(|e| {
+        StartupError::Refused(format!("cannot read the secret from standard input: {e}"))
+    })?;
     let secret = secret.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
-        return Err(StartupError::Serve("no secret on standard input".into()));
+        return Err(StartupError::Refused(
+            "no secret on standard input; pipe it in: printf %s \"$SECRET\" | jwks-server hash-secret"
+                .into(),
+        ));
     }
     Ok(crate::access::hash_secret(secret)?)
 }

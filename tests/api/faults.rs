@@ -544,6 +544,28 @@ async fn core_dumps_are_off_for_the_server_and_the_operator_commands() {
     }
 }
 
+/// `hash-secret` with nothing on standard input says what to do, as the
+/// operator command it is (it used to say "server failed").
+#[tokio::test]
+async fn hash_secret_with_no_secret_says_how_to_give_one() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwks-server"))
+        .arg("hash-secret")
+        .env_clear()
+        .envs(passthrough_env())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        stderr.trim_end(),
+        "jwks-server: no secret on standard input; pipe it in: \
+         printf %s \"$SECRET\" | jwks-server hash-secret"
+    );
+}
+
 // Item 1, the operator side: `print!` panicked (exit 101) when stdout failed.
 #[tokio::test]
 async fn an_operator_command_whose_output_cannot_be_written_exits_1_without_a_panic() {
