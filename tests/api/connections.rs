@@ -304,6 +304,44 @@ async fn grpc_calls_are_answered_on_one_worker_thread_and_on_several() {
     }
 }
 
+/// The idle timeout counts from the end of the last request: a call in
+/// flight for longer than it (its message arriving late) is answered, and the
+/// connection then stays open for the idle timeout before it is closed.
+#[tokio::test]
+async fn a_call_in_flight_outlives_the_idle_timeout_and_idleness_counts_from_its_end() {
+    let app = spawn_app_with(|c| {
+        c.request_timeout = Duration::from_secs(5);
+        c.idle_timeout = Duration::from_secs(1);
+        c.algorithms = jwks_server::config::Algorithms(vec!["ES256".parse().unwrap()]);
+    })
+    .await;
+    let (client, connection) = h2_connect(app.grpc_addr).await;
+    let token = issue_token_in_pieces(
+        client.clone(),
+        app.grpc_addr,
+        "ES256",
+        Duration::from_millis(1500),
+    )
+    .await;
+    let ended = std::time::Instant::now();
+    assert!(crate::algorithms::verify_any(&token, &app.jwks().await).is_ok());
+    // Idle from here: still open half an idle timeout later, closed soon after
+    // a whole one.
+    tokio::time::sleep(Duration::from_millis(500).saturating_sub(ended.elapsed())).await;
+    assert!(!connection.is_finished(), "closed before the idle timeout");
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("closed within 5 s of going idle")
+        .unwrap()
+        .ok();
+    let idle_for = ended.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(900),
+        "closed {idle_for:?} after its last call, before the 1 s idle timeout"
+    );
+    drop(client);
+}
+
 #[tokio::test]
 async fn every_grpc_service_refuses_messages_over_16_kib() {
     let app = spawn_app_with(|_| {}).await;
