@@ -52,6 +52,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("pyjwt", "no-exp-required"): {"missing-exp"},
     ("jose", "no-exp-required"): {"missing-exp"},
     ("golang-jwt", "no-exp-required"): {"missing-exp"},
+    # The clock never consulted: exp-in-past and not-yet-valid get through;
+    # `expired` is still refused, as its key is not in the JWKS.
+    ("pyjwt", "no-time-check"): {"exp-in-past", "not-yet-valid"},
+    ("jose", "no-time-check"): {"exp-in-past", "not-yet-valid"},
+    ("golang-jwt", "no-time-check"): {"exp-in-past", "not-yet-valid"},
 }
 
 

@@ -18,6 +18,9 @@
 //                       public key's PEM as the HMAC secret.
 //   no-audience-check   no `audience` option.
 //   no-exp-required     no requiredClaims (jose checks exp only when present).
+//   no-time-check       clockTolerance 3600000: an hour in milliseconds where
+//                       jose reads seconds, so no time within 41 days is
+//                       refused (jose has no switch to skip the clock).
 //
 // With `access-tokens`, typ must be at+jwt (RFC 9068 §4; jose's `typ` option).
 // Copied beside node_modules by .ci/interop.sh so that `import 'jose'` resolves.
@@ -51,7 +54,7 @@ const byKid = (header, token) => {
 };
 
 async function verify(token) {
-  const options = { issuer, typ, clockTolerance: 5 };
+  const options = { issuer, typ, clockTolerance: mode === 'no-time-check' ? 3600000 : 5 };
   if (mode !== 'no-audience-check') options.audience = audience;
   if (mode !== 'no-exp-required') options.requiredClaims = ['exp'];
   switch (mode) {

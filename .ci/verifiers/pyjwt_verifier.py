@@ -18,6 +18,8 @@ token is accepted and 401 when it is refused. Modes:
                        this mistake cannot be made with it: nothing gets through.
   no-audience-check    verify_aud off.
   no-exp-required      exp checked only when present.
+  no-time-check        exp required but, like nbf and iat, never compared to
+                       the clock (verify_exp, verify_nbf, verify_iat off).
 
 With --access-tokens the header's `typ` must be `at+jwt` (RFC 9068 §4;
 PyJWT does not check typ). Run by .ci/interop.sh inside .venv-interop.
@@ -32,7 +34,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-MODES = ["correct", "no-signature-check", "hs256-public-key", "no-audience-check", "no-exp-required"]
+MODES = [
+    "correct",
+    "no-signature-check",
+    "hs256-public-key",
+    "no-audience-check",
+    "no-exp-required",
+    "no-time-check",
+]
 
 
 def main() -> None:
@@ -59,6 +68,8 @@ def main() -> None:
             required.append("aud")
         if mode != "no-exp-required":
             required.append("exp")
+        if mode == "no-time-check":
+            options.update(verify_exp=False, verify_nbf=False, verify_iat=False)
         options["require"] = required
         return options, kwargs
 

@@ -3,7 +3,7 @@
 # libraries no one here wrote (PyJWT, node `jose`, Go's golang-jwt from
 # Debian), each correctly configured and misconfigured the ways real
 # incidents came from (no-signature-check, hs256-public-key,
-# no-audience-check, no-exp-required). A server with --algorithms
+# no-audience-check, no-exp-required, no-time-check). A server with --algorithms
 # RS256,ES256,EdDSA makes the tokens; every mode of every library is probed
 # with every algorithm (`--alg`), and the correct ones also with RFC 9068
 # access tokens (`--token-endpoint`). expect.py holds what each mode must let
@@ -20,7 +20,7 @@ BIN=$1 PY=$2 NODE_DIR=$3 WORK=$4/probe
 mkdir -p "$WORK"
 AUDIENCE=https://api.probe.test/
 ALGS=(RS256 ES256 EdDSA)
-MODES=(correct no-signature-check hs256-public-key no-audience-check no-exp-required)
+MODES=(correct no-signature-check hs256-public-key no-audience-check no-exp-required no-time-check)
 PIDS=()
 trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done' EXIT
 

@@ -32,6 +32,9 @@ use crate::{
 
 /// How far ahead `not-yet-valid` puts `nbf` and `iat`.
 pub const NOT_YET_VALID_BY: Duration = Duration::from_secs(3600);
+/// How long before the request `exp-in-past` puts `exp`: far past any
+/// verifier's clock-skew leeway.
+pub const EXP_IN_PAST_BY: Duration = Duration::from_secs(3600);
 /// The `iss` of `wrong-issuer` tokens: a host that is never this server.
 pub const WRONG_ISSUER: &str = "https://wrong-issuer.example";
 /// The `aud` of `wrong-audience` tokens.
@@ -66,6 +69,11 @@ pub enum Defect {
     /// Signed by an expired, unpublished key; `exp` in the past (the seed's
     /// `expired=true`). RFC 7519 §4.1.4.
     Expired,
+    /// Signed by the active, published key; `exp` one hour in the past (`iat`
+    /// and `nbf` a lifetime before it). Unlike `expired`, whose unknown `kid`
+    /// a verifier refuses before reading `exp`, only the clock refuses this
+    /// one. RFC 7519 §4.1.4.
+    ExpInPast,
     /// `nbf` and `iat` one hour ahead, `exp` a lifetime after them. RFC 7519 §4.1.5.
     NotYetValid,
     /// Signed by a fresh key never published, its own thumbprint as `kid`.
@@ -119,8 +127,9 @@ const ACCESS_ONLY: &[TokenShape] = &[TokenShape::Access];
 
 impl Defect {
     /// Every defect, in the catalogue's order.
-    pub const ALL: [Defect; 15] = [
+    pub const ALL: [Defect; 16] = [
         Self::Expired,
+        Self::ExpInPast,
         Self::NotYetValid,
         Self::UnknownKid,
         Self::NoKid,
@@ -143,6 +152,12 @@ impl Defect {
             Self::Expired => (
                 "expired",
                 "signed by an expired key no longer in the JWKS; exp is in the past",
+                "CWE-613 (insufficient session expiration); RFC 7519 section 4.1.4",
+                BOTH,
+            ),
+            Self::ExpInPast => (
+                "exp-in-past",
+                "signed by the active, published key; exp one hour in the past",
                 "CWE-613 (insufficient session expiration); RFC 7519 section 4.1.4",
                 BOTH,
             ),
@@ -515,6 +530,10 @@ impl KeyService {
                 let issued_at = now + NOT_YET_VALID_BY;
                 (issued_at, issued_at + lifetime)
             }
+            (Some(Defect::ExpInPast), None) => {
+                let expires_at = now - EXP_IN_PAST_BY;
+                (expires_at - lifetime, expires_at)
+            }
             _ => (now, now + lifetime),
         };
         claims.insert("iat".into(), issued_at.unix().into());
@@ -626,7 +645,8 @@ impl KeyService {
                 ))
             }
             Some(
-                Defect::NotYetValid
+                Defect::ExpInPast
+                | Defect::NotYetValid
                 | Defect::WrongIssuer
                 | Defect::WrongAudience
                 | Defect::MissingExp

@@ -33,8 +33,9 @@ const AUDIENCE: &str = "https://api.test";
 const ISSUER: &str = "https://issuer.test";
 
 /// Every name the contract promises, in the catalogue's order.
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 16] = [
     "expired",
+    "exp-in-past",
     "not-yet-valid",
     "unknown-kid",
     "no-kid",
@@ -314,6 +315,17 @@ fn assert_is_the_defect(name: &str, token: &str, jwks: &Value, alg: &str, door: 
                 "{what}: expired kid is published"
             );
         }
+        "exp-in-past" => {
+            let exp = claims["exp"].as_i64().unwrap();
+            assert!(exp < now() - 3000, "{what}: exp {exp}");
+            assert_eq!(claims["iat"], claims["nbf"], "{what}");
+            assert!(claims["iat"].as_i64().unwrap() < exp, "{what}");
+            assert!(
+                published.contains(&kid),
+                "{what}: signed by a published key"
+            );
+            only_reason(Check::Exp);
+        }
         "not-yet-valid" => {
             let nbf = claims["nbf"].as_i64().unwrap();
             assert!(nbf > now() + 3000, "{what}: nbf {nbf}");
@@ -476,10 +488,10 @@ async fn every_defect_of_every_algorithm_through_every_door_is_refused_by_a_corr
             }
         }
     }
-    // 4 algorithms x 4 doors x 13 defects for all, plus wrong-typ (2 doors x
-    // 4), hs256-public-key (2 RSA x 4) and ecdsa-zero-signature (1 x 4)
-    // less what the RSA-only and access-only ones skip.
-    assert_eq!(refused, 4 * 4 * 12 + 4 * 2 + 2 * 4 + 4);
+    // 4 algorithms x 4 doors x the 13 defects every token can carry, plus
+    // wrong-typ (2 access-token doors x 4), hs256-public-key (2 RSA x 4) and
+    // ecdsa-zero-signature (1 x 4).
+    assert_eq!(refused, 4 * 4 * 13 + 4 * 2 + 2 * 4 + 4);
 }
 
 #[tokio::test]

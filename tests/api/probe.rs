@@ -38,6 +38,7 @@ const SIGNATURE_DEFECTS: &[&str] = &[
 /// What the catalogue has for `/auth`, whatever the algorithm.
 const AUTH_DEFECTS: &[&str] = &[
     "expired",
+    "exp-in-past",
     "not-yet-valid",
     "unknown-kid",
     "no-kid",
@@ -69,6 +70,8 @@ enum Flaw {
     NoAudienceCheck,
     /// Checks `exp` only when present.
     NoExpRequired,
+    /// Requires `exp` but never compares the token's times to the clock.
+    NoTimeCheck,
     /// Does not check RFC 9068's `typ: at+jwt` on access tokens.
     NoTypCheck,
 }
@@ -82,6 +85,8 @@ impl Flaw {
             Self::Hs256PublicKey => &["hs256-public-key"],
             Self::NoAudienceCheck => &["wrong-audience"],
             Self::NoExpRequired => &["missing-exp"],
+            // `expired` is refused all the same: its key is not published.
+            Self::NoTimeCheck => &["exp-in-past", "not-yet-valid"],
             Self::NoTypCheck => &["wrong-typ"],
         }
     }
@@ -200,7 +205,8 @@ impl Verifier {
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut validation = Validation::new(alg);
         validation.leeway = 5;
-        validation.validate_nbf = true;
+        validation.validate_nbf = self.flaw != Flaw::NoTimeCheck;
+        validation.validate_exp = self.flaw != Flaw::NoTimeCheck;
         validation.set_issuer(&[&self.issuer]);
         let mut required = vec!["iss"];
         if self.flaw == Flaw::NoAudienceCheck {
@@ -451,6 +457,7 @@ async fn each_broken_verifier_is_flagged_for_exactly_the_defects_it_lets_through
         Flaw::Hs256PublicKey,
         Flaw::NoAudienceCheck,
         Flaw::NoExpRequired,
+        Flaw::NoTimeCheck,
     ] {
         let url = Verifier::new(&app, flaw).serve().await;
 
