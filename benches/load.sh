@@ -6,8 +6,8 @@
 # nginx (one worker) serving the same JWKS bytes as a static file, both
 # measured in the same run; nginx is also the limit for the JWKS.
 #
-#   benches/load.sh                          # 10 s runs, median of 3 (~8 min)
-#   DURATION=2 REPEATS=1 benches/load.sh     # quick look (under a minute after the build)
+#   benches/load.sh                          # 10 s runs, median of 3 (~20 min)
+#   DURATION=2 REPEATS=1 benches/load.sh     # quick look (a few minutes after the build)
 #
 # The server runs pinned to one core (SERVER_CPU) and the load generator to the
 # other (LOAD_CPU): wrk for REST, benches/grpc_load.rs for gRPC (it counts

@@ -236,10 +236,16 @@ impl KeyService {
     }
 
     fn not_configured(&self, name: &str) -> Error {
+        // `es256` for `ES256`: say that only the case is wrong.
+        let hint = Algorithm::ALL
+            .into_iter()
+            .find(|alg| alg.as_str() != name && alg.as_str().eq_ignore_ascii_case(name))
+            .map(|alg| format!(" (names are case-sensitive: {alg})"))
+            .unwrap_or_default();
         Error::invalid(
             "alg",
             format!(
-                "{name:?} is not an algorithm this server signs with; it signs with {}",
+                "{name:?} is not an algorithm this server signs with; it signs with {}{hint}",
                 Algorithm::list(self.algorithms())
             ),
         )

@@ -238,6 +238,18 @@ async fn an_algorithm_not_configured_is_refused_naming_those_that_are() {
             detail.contains("alg") && detail.contains("RS256, EdDSA"),
             "{asked}: {detail}"
         );
+        // Only the case wrong: the name it meant, said once.
+        assert_eq!(
+            detail.contains("case-sensitive"),
+            asked == "rs256",
+            "{asked}: {detail}"
+        );
+        if asked == "rs256" {
+            assert!(
+                detail.ends_with("(names are case-sensitive: RS256)"),
+                "{detail}"
+            );
+        }
 
         let status = grpc_token(&app, Some(asked), false).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{asked}");
