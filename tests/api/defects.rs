@@ -10,10 +10,7 @@
 
 use std::{collections::BTreeSet, str::FromStr};
 
-use base64::{
-    Engine,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64},
-};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header, jwk::Jwk};
 use jwks_server::{
     config::Algorithms,
@@ -33,7 +30,7 @@ const AUDIENCE: &str = "https://api.test";
 const ISSUER: &str = "https://issuer.test";
 
 /// Every name the contract promises, in the catalogue's order.
-const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 16] = [
     "expired",
     "exp-in-past",
     "not-yet-valid",
@@ -248,51 +245,6 @@ fn signature(token: &str) -> Vec<u8> {
     B64.decode(token.rsplit('.').next().unwrap()).unwrap()
 }
 
-/// `-----BEGIN PUBLIC KEY-----` PEM of an RSA JWK, written here from `n`
-/// and `e` (X.509 SubjectPublicKeyInfo, RFC 8017 appendix A.1.1), as a
-/// library's `openssl pkey -pubout` would, so the test does not lean on the
-/// server's encoder.
-fn rsa_public_pem(jwk: &Value) -> String {
-    fn len(n: usize) -> Vec<u8> {
-        match n {
-            0..=127 => vec![n as u8],
-            128..=255 => vec![0x81, n as u8],
-            _ => vec![0x82, (n >> 8) as u8, n as u8],
-        }
-    }
-    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        out.extend(len(body.len()));
-        out.extend(body);
-        out
-    }
-    fn integer(bytes: &[u8]) -> Vec<u8> {
-        let mut body = Vec::new();
-        if bytes[0] & 0x80 != 0 {
-            body.push(0);
-        }
-        body.extend(bytes);
-        tlv(0x02, &body)
-    }
-    let n = B64.decode(jwk["n"].as_str().unwrap()).unwrap();
-    let e = B64.decode(jwk["e"].as_str().unwrap()).unwrap();
-    let rsa_public_key = tlv(0x30, &[integer(&n), integer(&e)].concat());
-    let mut bits = vec![0u8];
-    bits.extend(rsa_public_key);
-    let algorithm = [
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    let spki = tlv(0x30, &[algorithm.to_vec(), tlv(0x03, &bits)].concat());
-    let text = STANDARD.encode(spki);
-    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-    for line in text.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END PUBLIC KEY-----\n");
-    pem
-}
-
 /// Asserts what makes `token` the defect `name` (and, where the claims and
 /// signature are otherwise a valid token's, that leaving out the one check
 /// the defect breaks lets it verify).
@@ -368,7 +320,7 @@ fn assert_is_the_defect(name: &str, token: &str, jwks: &Value, alg: &str, door: 
                 .find(|k| k["kid"] == kid.as_str())
                 .unwrap_or_else(|| panic!("{what}: kid is a published key's"));
             assert_eq!(jwk["kty"], "RSA", "{what}");
-            let pem = rsa_public_pem(jwk);
+            let pem = crate::helpers::rsa_public_pem(jwk);
             let key = DecodingKey::from_secret(pem.as_bytes());
             decode_key(token, &key, Algorithm::HS256, None)
                 .unwrap_or_else(|e| panic!("{what}: not keyed with the PEM: {e}"));

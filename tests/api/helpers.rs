@@ -407,3 +407,48 @@ pub fn init_test_log() {
             .try_init();
     }
 }
+
+/// `-----BEGIN PUBLIC KEY-----` PEM of an RSA JWK, written here from `n`
+/// and `e` (X.509 SubjectPublicKeyInfo, RFC 8017 appendix A.1.1), as a
+/// library's `openssl pkey -pubout` would, so the test does not lean on the
+/// server's encoder.
+pub fn rsa_public_pem(jwk: &Value) -> String {
+    fn len(n: usize) -> Vec<u8> {
+        match n {
+            0..=127 => vec![n as u8],
+            128..=255 => vec![0x81, n as u8],
+            _ => vec![0x82, (n >> 8) as u8, n as u8],
+        }
+    }
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend(len(body.len()));
+        out.extend(body);
+        out
+    }
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        if bytes[0] & 0x80 != 0 {
+            body.push(0);
+        }
+        body.extend(bytes);
+        tlv(0x02, &body)
+    }
+    let n = B64.decode(jwk["n"].as_str().unwrap()).unwrap();
+    let e = B64.decode(jwk["e"].as_str().unwrap()).unwrap();
+    let rsa_public_key = tlv(0x30, &[integer(&n), integer(&e)].concat());
+    let mut bits = vec![0u8];
+    bits.extend(rsa_public_key);
+    let algorithm = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let spki = tlv(0x30, &[algorithm.to_vec(), tlv(0x03, &bits)].concat());
+    let text = base64::engine::general_purpose::STANDARD.encode(spki);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
